@@ -1,0 +1,21 @@
+# Reproduces "Does Image Anonymization Impact Computer Vision Training?" (Hukkelås & Lindseth).
+#
+# Path convention: every output is results/<stage>/<dataset>/...; logs/ and benchmarks/
+# mirror results/. Raw datasets are read-only inputs; synthetic twins are generated
+# under resources/twins/.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/twins.smk"
+include: "rules/annotations.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_annotation_targets(),
+        rules.fig7.output,

@@ -1,0 +1,23 @@
+# Data stage: raw dataset split -> normalized COCO-format annotation JSONs.
+
+
+rule annotations_normalize:
+    input:
+        get_raw_dataset_inputs,
+    output:
+        instances="results/annotations/{dataset}/{split}/instances.json",
+        persons="results/annotations/{dataset}/{split}/persons.json",
+        excluded="results/annotations/{dataset}/{split}/excluded.json",
+    log:
+        "logs/annotations/{dataset}/{split}.log",
+    benchmark:
+        "benchmarks/annotations/{dataset}/{split}.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        root=get_dataset_root,
+        verify_images=lambda wildcards: config["datasets"][wildcards.dataset][
+            "verify_images"
+        ],
+    script:
+        "../scripts/normalize_annotations.py"

@@ -1,0 +1,60 @@
+"""Small file helpers: atomic writes and image checks with clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DatasetError
+
+
+def write_json_atomic(path: Path, data, indent: int | None = None) -> None:
+    """Write JSON so that a killed job never leaves a truncated file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=indent, sort_keys=False)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise DatasetError(f"annotation file {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"annotation file {path} is not valid JSON: {error}") from None
+
+
+def require_file(path: Path, referenced_by: str) -> None:
+    if not Path(path).is_file():
+        raise DatasetError(
+            f"{referenced_by} refers to {path}, which does not exist; the dataset is "
+            "incomplete (re-download or re-extract it, see README.md 'Getting the real datasets')"
+        )
+
+
+def image_size(path: Path, decode: bool) -> tuple[int, int]:
+    """(width, height) of an image; with ``decode`` the whole file is decoded, so a
+    truncated or corrupt file is named here rather than deep inside training."""
+    try:
+        with Image.open(path) as image:
+            if decode:
+                image.load()
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(
+            f"image {path} is corrupt or unreadable ({error}); replace it with an intact "
+            "copy from the dataset's archive"
+        ) from None

@@ -1,0 +1,27 @@
+"""Run a rule's work with its output in the rule's log and bad input reported in one line."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from .errors import WorkflowInputError
+
+
+@contextlib.contextmanager
+def logged(log_path: str | Path):
+    """Send stdout, stderr (tqdm, warnings) and logging to ``log_path``; a
+    :class:`WorkflowInputError` ends the job with its message on the console too."""
+    console = sys.stderr
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+        try:
+            yield logging.getLogger("anonymization_impact")
+        except WorkflowInputError as error:
+            message = f"{type(error).__name__}: {error}"
+            print(message, file=log)
+            print(message, file=console)
+            raise SystemExit(1) from None

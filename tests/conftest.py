@@ -1,0 +1,49 @@
+"""Shared fixtures: small synthetic twins written once per test session."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from anonymization_impact import DATASETS
+from anonymization_impact.io import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+SMALL = {"n_train": 10, "n_val": 8, "seed": 3}
+
+
+@pytest.fixture(scope="session")
+def twins(tmp_path_factory) -> dict[str, dict]:
+    """{dataset: {"root": Path, "truth": dict, "faces": Path}} for small twins (read-only use)."""
+    from anonymization_impact.twins import write_twin
+
+    base = tmp_path_factory.mktemp("twins")
+    result = {}
+    for dataset in DATASETS:
+        root, truth, faces = base / dataset, base / f"{dataset}.truth.json", base / f"{dataset}.faces.json"
+        write_twin(dataset, root, truth, faces, **SMALL)
+        result[dataset] = {"root": root, "truth": read_json(truth), "faces": faces}
+    return result
+
+
+@pytest.fixture
+def twin_copy(twins, tmp_path):
+    """A writable copy of one twin: twin_copy("coco") -> root Path."""
+
+    def copy(dataset: str) -> Path:
+        target = tmp_path / f"{dataset}-copy"
+        shutil.copytree(twins[dataset]["root"], target)
+        return target
+
+    return copy
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the workflow of this repository with ``workdir`` as its working directory."""
+    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
