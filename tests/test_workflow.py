@@ -1,0 +1,132 @@
+"""The Snakemake workflow itself: lint, format, and real runs of the data stage and Fig. 7."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from anonymization_impact import DATASETS, SPLITS
+from anonymization_impact.io import read_json
+
+from conftest import REPO, SMALL, run_snakemake
+
+
+def _overlay(workdir: Path, config: dict) -> list[str]:
+    path = workdir / "overlay.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return ["--configfile", str(REPO / "config.yaml"), str(path)]
+
+
+def test_snakemake_lint_is_clean():
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "good condition" in result.stdout + result.stderr
+
+
+def test_snakefmt_check_is_clean():
+    snakefmt = Path(sys.executable).parent / "snakefmt"
+    result = subprocess.run([str(snakefmt), "--check", "Snakefile", "rules/"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_demo_data_stage_and_fig7_run_on_the_twins(tmp_path):
+    result = run_snakemake(tmp_path, "--cores", "2", "all", *_overlay(tmp_path, {"synthetic": SMALL}))
+    assert result.returncode == 0, result.stderr[-4000:]
+    for dataset in DATASETS:
+        truth = read_json(tmp_path / "resources" / "twins" / f"{dataset}.truth.json")
+        for split in SPLITS:
+            persons = read_json(tmp_path / "results" / "annotations" / dataset / split / "persons.json")
+            assert len(persons["annotations"]) == truth["splits"][split]["counts"]["persons_eligible"]
+            assert (tmp_path / "logs" / "annotations" / dataset / f"{split}.log").stat().st_size > 0
+            assert (tmp_path / "benchmarks" / "annotations" / dataset / f"{split}.tsv").exists()
+    figures = tmp_path / "results" / "figures"
+    assert (figures / "fig7.pdf").read_bytes().startswith(b"%PDF")
+    assert (figures / "fig7.png").read_bytes().startswith(b"\x89PNG")
+    summary = read_json(figures / "fig7.json")
+    assert set(summary["datasets"]) == set(DATASETS)
+    for dataset in DATASETS:
+        truth = read_json(tmp_path / "resources" / "twins" / f"{dataset}.truth.json")
+        assert summary["datasets"][dataset]["boxes"] == truth["splits"]["train"]["counts"]["persons_eligible"]
+
+
+def test_fig7_target_runs_only_what_it_needs(tmp_path):
+    result = run_snakemake(tmp_path, "fig7", "-n", *_overlay(tmp_path, {}))
+    assert result.returncode == 0, result.stderr
+    table = (result.stdout + result.stderr).split("Job stats:")[1].split("Reasons:")[0]
+    jobs = dict(line.split() for line in table.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit() and ":" not in line)
+    assert jobs == {"twins_generate": "3", "annotations_normalize": "3", "fig7": "1", "total": "7"}
+
+
+def _snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """Content hash and mode of every path under root (directories included)."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        state[str(path.relative_to(root))] = (digest, path.stat().st_mode, path.stat().st_mtime_ns)
+    return state
+
+
+def test_real_dataset_roots_are_read_only_inputs(twins, tmp_path):
+    """Run the data stage on datasets configured as real (synthetic: false) with their
+    directories made read-only; nothing under them may change."""
+    raw = tmp_path / "raw"
+    roots = {}
+    for dataset in DATASETS:
+        roots[dataset] = raw / dataset
+        shutil.copytree(twins[dataset]["root"], roots[dataset])
+    for path in [raw, *raw.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    before = _snapshot(raw)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    config = {"datasets": {d: {"synthetic": False, "root": str(roots[d])} for d in DATASETS}}
+    try:
+        result = run_snakemake(workdir, "--cores", "2", "all", *_overlay(workdir, config))
+        assert result.returncode == 0, result.stderr[-4000:]
+        assert _snapshot(raw) == before
+        assert not (workdir / "resources").exists(), "no twin may be generated for real datasets"
+        for dataset in DATASETS:
+            persons = read_json(workdir / "results" / "annotations" / dataset / "train" / "persons.json")
+            assert len(persons["annotations"]) == twins[dataset]["truth"]["splits"]["train"]["counts"]["persons_eligible"]
+    finally:
+        for path in [raw, *raw.rglob("*")]:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"datasets": {"coco": {"synthetic": False, "root": "/nonexistent/coco"}}}, ["datasets.coco.root", "/nonexistent/coco", "Getting the real datasets"]),
+        ({"datasets": {"coco": {"enabled": True, "colour": "red"}}}, ["unknown config key 'datasets.coco.colour'"]),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, config, expected):
+    result = run_snakemake(tmp_path, "--cores", "1", "all", *_overlay(tmp_path, config))
+    assert result.returncode != 0
+    for text in expected:
+        assert text in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+def test_a_corrupt_image_fails_the_data_job_with_its_name(twins, tmp_path):
+    root = tmp_path / "raw" / "bdd100k"
+    shutil.copytree(twins["bdd100k"]["root"], root)
+    image = sorted((root / "images" / "10k" / "train").glob("*.jpg"))[0]
+    image.write_bytes(b"not a jpeg")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    config = {"datasets": {"bdd100k": {"synthetic": False, "root": str(root)}, "coco": {"enabled": False}, "cityscapes": {"enabled": False}}}
+    result = run_snakemake(workdir, "--cores", "1", "results/annotations/bdd100k/train/persons.json", *_overlay(workdir, config))
+    assert result.returncode != 0
+    assert f"DatasetError: image {image} is corrupt" in result.stderr
+    assert not (workdir / "results" / "annotations" / "bdd100k" / "train" / "persons.json").exists()
+    assert os.listdir(root / "images" / "10k" / "train")  # nothing deleted next to the raw data
