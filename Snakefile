@@ -11,6 +11,7 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 include: "rules/twins.smk"
 include: "rules/annotations.smk"
+include: "rules/anonymize.smk"
 include: "rules/figures.smk"
 
 
@@ -19,3 +20,4 @@ rule all:
     input:
         get_annotation_targets(),
         rules.fig7.output,
+        rules.anonymized_trees.input,

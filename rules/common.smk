@@ -27,11 +27,15 @@ ENABLED_DATASETS = enabled_datasets(config)
 wildcard_constraints:
     dataset="|".join(DATASETS),
     split="|".join(SPLITS),
+    variant="|".join(config["variants"]) or "(?!)",
+    shard=r"\d+",
 
 
 localrules:
     all,
     fig7,
+    anonymize_tree,
+    anonymized_trees,
 
 
 def get_raw_dataset_inputs(wildcards):
@@ -39,10 +43,8 @@ def get_raw_dataset_inputs(wildcards):
     if config["datasets"][wildcards.dataset]["synthetic"]:
         return rules.twins_generate.output.root.format(dataset=wildcards.dataset)
     root = dataset_root(config, wildcards.dataset)
-    return [
-        str(path)
-        for path in reader(wildcards.dataset).raw_inputs(root, wildcards.split)
-    ]
+    split = wildcards.split if "split" in wildcards.keys() else "train"  # trees: train
+    return [str(path) for path in reader(wildcards.dataset).raw_inputs(root, split)]
 
 
 def get_dataset_root(wildcards):
@@ -63,3 +65,62 @@ def get_fig7_persons():
         dataset=ENABLED_DATASETS,
         split=config["fig7"]["split"],
     )
+
+
+# Methods that run without external weights; realistic variants need DeepPrivacy2.
+TRADITIONAL_METHODS = ("blur", "maskout")
+
+
+def get_face_detections(wildcards):
+    """Raw face detections of the training split: the twin's simulated DSFD output, or the
+    DSFD rule's output for a real dataset."""
+    if config["datasets"][wildcards.dataset]["synthetic"]:
+        return rules.twins_generate.output.faces.format(dataset=wildcards.dataset)
+    return rules.faces_detect.output[0].format(dataset=wildcards.dataset)
+
+
+def get_anonymize_shard_inputs(wildcards):
+    inputs = {
+        "persons": rules.annotations_normalize.output.persons.format(
+            dataset=wildcards.dataset, split="train"
+        ),
+        "raw": get_raw_dataset_inputs(wildcards),
+    }
+    if config["variants"][wildcards.variant]["region"] == "face":
+        inputs["faces"] = rules.faces_match.output[0].format(dataset=wildcards.dataset)
+    return inputs
+
+
+def _shard_paths(wildcards, pattern):
+    return expand(
+        pattern,
+        dataset=wildcards.dataset,
+        variant=wildcards.variant,
+        shard=range(config["anonymization"]["shards"]),
+    )
+
+
+def get_anonymize_tree_inputs(wildcards):
+    inputs = get_anonymize_shard_inputs(wildcards)
+    inputs["shards"] = _shard_paths(wildcards, rules.anonymize_shard.output.images)
+    inputs["audits"] = _shard_paths(wildcards, rules.anonymize_shard.output.audit)
+    inputs["excluded"] = rules.annotations_normalize.output.excluded.format(
+        dataset=wildcards.dataset, split="train"
+    )
+    return inputs
+
+
+def get_anonymized_tree_targets():
+    """Audits of every tree the configured experiments need whose method runs here."""
+    pairs = {
+        (experiment["dataset"], variant)
+        for experiment in config["experiments"].values()
+        for variant in experiment["variants"]
+        if variant != "original"
+        and experiment["dataset"] in ENABLED_DATASETS
+        and config["variants"][variant]["method"] in TRADITIONAL_METHODS
+    }
+    return [
+        rules.anonymize_tree.output.audit.format(dataset=dataset, variant=variant)
+        for dataset, variant in sorted(pairs)
+    ]

@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from anonymization_impact import DATASETS, SPLITS
+from anonymization_impact.config import load_config
 from anonymization_impact.io import read_json
+from anonymization_impact.trees import REASON_TOO_SMALL
 
 from conftest import REPO, SMALL, run_snakemake
 
@@ -47,6 +49,14 @@ def test_demo_data_stage_and_fig7_run_on_the_twins(tmp_path):
             assert len(persons["annotations"]) == truth["splits"][split]["counts"]["persons_eligible"]
             assert (tmp_path / "logs" / "annotations" / dataset / f"{split}.log").stat().st_size > 0
             assert (tmp_path / "benchmarks" / "annotations" / dataset / f"{split}.tsv").exists()
+    config = load_config(REPO / "config.yaml")
+    for name in ("table1", "table2", "table3"):
+        experiment = config["experiments"][name]
+        for variant in experiment["variants"]:
+            if variant != "original" and config["variants"][variant]["method"] != "realistic":
+                tree = tmp_path / "results" / "anonymized" / experiment["dataset"] / variant
+                assert read_json(tree / "audit.json")["instances"]["anonymized"] > 0
+                assert (tree / "audit.md").read_text().startswith("# Privacy audit")
     figures = tmp_path / "results" / "figures"
     assert (figures / "fig7.pdf").read_bytes().startswith(b"%PDF")
     assert (figures / "fig7.png").read_bytes().startswith(b"\x89PNG")
@@ -90,6 +100,13 @@ def test_real_dataset_roots_are_read_only_inputs(twins, tmp_path):
     config = {"datasets": {d: {"synthetic": False, "root": str(roots[d])} for d in DATASETS}}
     try:
         result = run_snakemake(workdir, "--cores", "2", "all", *_overlay(workdir, config))
+        assert result.returncode != 0, "face detection of a real dataset cannot run here"
+        assert "face detections for coco are missing" in result.stderr
+        for dataset in DATASETS:  # what a user does until DSFD runs in the workflow
+            detections = workdir / "results" / "faces" / dataset / "detections.json"
+            detections.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(twins[dataset]["faces"], detections)
+        result = run_snakemake(workdir, "--cores", "2", "all", *_overlay(workdir, config))
         assert result.returncode == 0, result.stderr[-4000:]
         assert _snapshot(raw) == before
         assert not (workdir / "resources").exists(), "no twin may be generated for real datasets"
@@ -130,3 +147,32 @@ def test_a_corrupt_image_fails_the_data_job_with_its_name(twins, tmp_path):
     assert f"DatasetError: image {image} is corrupt" in result.stderr
     assert not (workdir / "results" / "annotations" / "bdd100k" / "train" / "persons.json").exists()
     assert os.listdir(root / "images" / "10k" / "train")  # nothing deleted next to the raw data
+
+
+def _tree_bytes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+
+
+def test_trees_through_the_workflow_do_not_depend_on_the_shard_count(tmp_path):
+    """Cityscapes only, with a min-size ablation of mask-out added through the config."""
+    trees = {}
+    for shards in (1, 3):
+        workdir = tmp_path / f"shards{shards}"
+        workdir.mkdir()
+        config = {
+            "synthetic": SMALL,
+            "anonymization": {"shards": shards},
+            "datasets": {"coco": {"enabled": False}, "bdd100k": {"enabled": False}},
+            "variants": {"body-maskout-minsize32": {"region": "body", "method": "maskout", "min_size": 32}},
+            "experiments": {"minsize_maskout": {"dataset": "cityscapes", "model": "mask_rcnn_r50_fpn", "variants": ["original", "body-maskout", "body-maskout-minsize32"]}},
+        }
+        result = run_snakemake(workdir, "--cores", "2", "anonymized_trees", *_overlay(workdir, config))
+        assert result.returncode == 0, result.stderr[-4000:]
+        anonymized = workdir / "results" / "anonymized" / "cityscapes"
+        trees[shards] = {variant: _tree_bytes(anonymized / variant / "root") for variant in ("body-maskout", "body-maskout-minsize32", "body-blur")}
+        assert len(list((anonymized / "body-maskout" / "shards").glob("*.audit.json"))) == shards
+        small = read_json(anonymized / "body-maskout-minsize32" / "audit.json")["instances"]["not_anonymized_by_reason"]
+        default = read_json(anonymized / "body-maskout" / "audit.json")["instances"]["not_anonymized_by_reason"]
+        assert small[REASON_TOO_SMALL] > default.get(REASON_TOO_SMALL, 0)
+    assert trees[1] == trees[3]
+    assert all(len(files) == SMALL["n_train"] for files in trees[1].values())

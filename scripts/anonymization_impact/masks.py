@@ -26,3 +26,8 @@ def bbox(rle: dict) -> list[float]:
 
 def area(rle: dict) -> int:
     return int(mask_utils.area(as_pycocotools(rle)))
+
+
+def decode(rle: dict) -> np.ndarray:
+    """RLE (compressed or uncompressed) -> HxW uint8 mask."""
+    return mask_utils.decode(as_pycocotools(rle))

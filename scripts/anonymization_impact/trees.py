@@ -1,0 +1,296 @@
+"""Anonymized image trees: plan the regions of an image, anonymize them, write the shard.
+
+One tree = one (dataset, variant): the training split's images with every target region
+anonymized, smallest instance first (as deep_privacy2 did). Work is split into shards by a
+stable hash of the file name, and every random draw is seeded from (variant seed, image,
+instance), so the bytes do not depend on the shard count or the order of work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .errors import DatasetError, WorkflowInputError
+from .geometry import CropGeometry, body_crop, cut_resize, expanded_box_area, face_crop, paste
+from .io import require_file
+from .masks import decode
+from .methods import Method, gaussian_blur
+
+REASON_TOO_SMALL = "too small (expanded box below min_size x min_size)"
+REASON_NO_FACE = "no matched face detection"
+SNAKEMAKE_MARKER = ".snakemake_timestamp"  # Snakemake's mtime file in directory outputs (twins, shards)
+JPEG_OPTIONS = {"quality": 100, "subsampling": 0, "optimize": False}  # as the paper's data
+
+
+class LeakCheckError(RuntimeError):
+    """An anonymized image depended on the original pixels inside a region."""
+
+
+def name_hash(file_name: str) -> int:
+    return int(hashlib.sha256(file_name.encode()).hexdigest()[:16], 16)
+
+
+def shard_of(file_name: str, shards: int) -> int:
+    return name_hash(file_name) % shards
+
+
+def instance_rng(seed: int, file_name: str, instance_id: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, name_hash(file_name), instance_id]))
+
+
+@dataclass
+class Target:
+    instance_id: int
+    geometry: CropGeometry
+    keypoints: np.ndarray | None
+    area: int
+
+
+def plan_targets(region: str, image: dict, annotations: list[dict], faces: list[dict] | None, min_size: int) -> tuple[list[Target], list[dict]]:
+    """Targets of one image in processing order (smallest first) and the instances skipped, with why."""
+    height, width = image["height"], image["width"]
+    targets, skipped = [], []
+    if region == "body":
+        for annotation in annotations:
+            mask = decode(annotation["segmentation"]).astype(bool)
+            geometry = body_crop(mask)
+            if expanded_box_area(geometry) < min_size * min_size:
+                skipped.append({"id": annotation["id"], "reason": REASON_TOO_SMALL})
+                continue
+            keypoints = np.asarray(annotation["keypoints"], dtype=np.float32).reshape(17, 3) if "keypoints" in annotation else None
+            targets.append(Target(annotation["id"], geometry, keypoints, int(mask.sum())))
+    else:
+        with_face = {face["person_id"] for face in faces}
+        skipped = [{"id": a["id"], "reason": REASON_NO_FACE} for a in annotations if a["id"] not in with_face]
+        for face in faces:
+            x0, y0, x1, y1 = face["box"]
+            targets.append(Target(face["person_id"], face_crop(face["box"], height, width), None, int(round((x1 - x0) * (y1 - y0)))))
+    targets.sort(key=lambda target: (target.area, target.instance_id))
+    return targets, skipped
+
+
+def anonymize_pixels(pixels: np.ndarray, targets: list[Target], method: Method, seed: int, file_name: str) -> np.ndarray:
+    """A new array with every target's region anonymized, in the targets' order."""
+    image = pixels.copy()
+    height, width = image.shape[:2]
+    for target in targets:
+        window, region = target.geometry.region_in_image(height, width)
+        if method.space == "image":
+            _blur_in_image_space(image, window, region, method)
+            continue
+        source = image
+        if not method.sees_region:
+            source = image.copy()
+            source[window][region] = 0  # the method never sees what was there
+        crop = cut_resize(source, target.geometry)
+        rng = instance_rng(seed, file_name, target.instance_id)
+        synthesized = method.synthesize(crop, target.geometry.known, target.keypoints, rng)
+        paste(image, target.geometry, synthesized)
+    return image
+
+
+def _blur_in_image_space(image: np.ndarray, window: tuple[slice, slice], region: np.ndarray, method) -> None:
+    """I_new = I (1 - M) + I_blur M, with I_blur the whole image blurred (the paper's formula);
+    blurring a window with a margin of the kernel radius gives the same values inside it."""
+    height, width = image.shape[:2]
+    radius = method.kernel // 2
+    rows, cols = window
+    top, left = max(rows.start - radius, 0), max(cols.start - radius, 0)
+    bottom, right = min(rows.stop + radius, height), min(cols.stop + radius, width)
+    blurred = gaussian_blur(image[top:bottom, left:right], method.sigma, method.kernel)
+    inner = blurred[rows.start - top : rows.stop - top, cols.start - left : cols.stop - left]
+    image[window][region] = np.clip(np.round(inner[region]), 0, 255).astype(np.uint8)
+
+
+def region_union(targets: list[Target], height: int, width: int) -> np.ndarray:
+    union = np.zeros((height, width), dtype=bool)
+    for target in targets:
+        window, region = target.geometry.region_in_image(height, width)
+        union[window] |= region
+    return union
+
+
+def decode_image(path: Path) -> tuple[np.ndarray, str, bool]:
+    """RGB pixels as the training code sees them (EXIF orientation applied, as detectron2
+    and deep_privacy2 do), the original mode, and whether an orientation was applied."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            return np.array(oriented.convert("RGB")), image.mode, _has_orientation(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(f"image {path} is corrupt or unreadable ({error})") from None
+
+
+def _has_orientation(image: Image.Image) -> bool:
+    return image.getexif().get(0x0112, 1) != 1
+
+
+def encode_image(pixels: np.ndarray, mode: str, suffix: str) -> bytes:
+    """Encode a fresh image from pixels only: nothing of the original's metadata (EXIF, GPS,
+    thumbnails, ICC, comments) can survive. JPEG at quality 100, 4:4:4; PNG stays PNG."""
+    image = Image.fromarray(pixels, "RGB")
+    if mode in ("L", "RGBA", "P", "LA"):
+        image = image.convert("L" if mode in ("L", "LA") else "RGB")
+    buffer = io.BytesIO()
+    if suffix.lower() in (".jpg", ".jpeg"):
+        image.save(buffer, format="JPEG", **JPEG_OPTIONS)
+    elif suffix.lower() == ".png":
+        image.save(buffer, format="PNG")
+    else:
+        raise DatasetError(f"cannot write anonymized image with suffix {suffix!r} (only JPEG and PNG)")
+    return buffer.getvalue()
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def anonymize_shard(
+    *,
+    root: Path,
+    persons: dict,
+    faces: dict | None,
+    variant: dict,
+    method: Method,
+    shard: int,
+    shards: int,
+    output_dir: Path,
+    leak_check_images: int,
+    progress: Callable[[Iterable], Iterable] = iter,
+) -> dict:
+    """Anonymize the images of one shard into ``output_dir`` (same relative paths as the
+    raw root; images without targets are not written) and return the shard's audit."""
+    by_image: dict[int, list[dict]] = {}
+    for annotation in persons["annotations"]:
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    if faces is not None:
+        _check_faces_refer_to_persons(faces, persons)
+    images = [image for image in persons["images"] if shard_of(image["file_name"], shards) == shard]
+    records, leak_candidates, oriented = [], [], 0
+    for image in progress(images):
+        annotations = by_image.get(image["id"], [])
+        image_faces = None if faces is None else faces["images"].get(image["file_name"], [])
+        targets, skipped = plan_targets(variant["region"], image, annotations, image_faces, variant["min_size"])
+        records.append({"image": image["file_name"], "anonymized": [t.instance_id for t in targets], "skipped": skipped})
+        if not targets:
+            continue
+        path = Path(root) / image["file_name"]
+        require_file(path, f"persons.json (image id {image['id']})")
+        pixels, mode, was_oriented = decode_image(path)
+        oriented += was_oriented
+        if pixels.shape[:2] != (image["height"], image["width"]):
+            raise DatasetError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]}, its annotation says {image['width']}x{image['height']}")
+        result = anonymize_pixels(pixels, targets, method, variant["seed"], image["file_name"])
+        write_bytes_atomic(Path(output_dir) / image["file_name"], encode_image(result, mode, path.suffix))
+        leak_candidates.append((image["file_name"], pixels, targets, result))
+    leak_check = {"applies": not method.sees_region, "images_checked": [], "passed": None}
+    if not method.sees_region:
+        leak_candidates.sort(key=lambda item: name_hash(item[0]))
+        for file_name, pixels, targets, result in leak_candidates[:leak_check_images]:
+            check_no_leak(pixels, targets, method, variant["seed"], file_name, result)
+            leak_check["images_checked"].append(file_name)
+        leak_check["passed"] = True
+    return {"shard": shard, "shards": shards, "images": records, "exif_oriented_images": oriented, "leak_check": leak_check}
+
+
+def check_no_leak(pixels, targets, method, seed, file_name, expected) -> None:
+    """Replace every region's original pixels with noise, anonymize again, demand the same output."""
+    height, width = pixels.shape[:2]
+    union = region_union(targets, height, width)
+    noise_rng = np.random.default_rng(np.random.SeedSequence([seed, name_hash(file_name), 2**32 - 1]))
+    noisy = pixels.copy()
+    noisy[union] = noise_rng.integers(0, 256, size=(int(union.sum()), 3), dtype=np.uint8)
+    again = anonymize_pixels(noisy, targets, method, seed, file_name)
+    if not np.array_equal(again, expected):
+        changed = int(np.any(again != expected, axis=-1).sum())
+        raise LeakCheckError(
+            f"{file_name}: the anonymized image changed in {changed} pixels when the original "
+            f"pixels inside the regions were replaced by noise; method {method.name!r} leaks region content"
+        )
+
+
+def _check_faces_refer_to_persons(faces: dict, persons: dict) -> None:
+    files = {image["file_name"]: image for image in persons["images"]}
+    person_ids = {annotation["id"]: annotation["image_id"] for annotation in persons["annotations"]}
+    for file_name, entries in faces["images"].items():
+        if file_name not in files:
+            raise WorkflowInputError(f"face regions refer to image {file_name!r}, which is not in persons.json")
+        for entry in entries:
+            if person_ids.get(entry["person_id"]) != files[file_name]["id"]:
+                raise WorkflowInputError(f"face regions of {file_name!r} refer to person {entry['person_id']}, which is not a target person of that image")
+
+
+def assemble_tree(raw_root: Path, tree_root: Path, split_files: list[str], shard_dirs: list[Path], untouched: str = "symlink") -> dict:
+    """Build the drop-in dataset root: the raw root's layout with the training images
+    replaced by their anonymized versions. Everything else (validation split, annotation
+    files, other images' directories) is a symlink to the raw original; images without any
+    anonymized region are symlinked (or copied, ``untouched="copy"``) byte for byte."""
+    raw_root, tree_root = Path(raw_root).resolve(), Path(tree_root)
+    anonymized = {}
+    for shard_dir in shard_dirs:
+        for path in Path(shard_dir).rglob("*"):
+            if path.is_file() and path.name != SNAKEMAKE_MARKER:
+                anonymized[str(path.relative_to(shard_dir))] = path
+    unknown = sorted(set(anonymized) - set(split_files))
+    if unknown:
+        raise WorkflowInputError(f"shard output {unknown[0]!r} is not an image of the split; delete the stale shard directories")
+    split_set = set(split_files)
+    needed_dirs = {Path(name).parent for name in split_files}
+    ancestors = {parent for directory in needed_dirs for parent in [directory, *directory.parents]}
+    counts = {"anonymized": 0, "untouched": 0, "linked_entries": 0}
+
+    def build(relative: Path) -> None:
+        (tree_root / relative).mkdir(parents=True, exist_ok=True)
+        for entry in sorted((raw_root / relative).iterdir()):
+            if entry.name == SNAKEMAKE_MARKER:
+                continue
+            name = relative / entry.name
+            if str(name) in anonymized:
+                _hardlink_or_copy(anonymized[str(name)], tree_root / name)
+                counts["anonymized"] += 1
+            elif str(name) in split_set:
+                _link_or_copy(entry, tree_root / name, untouched)
+                counts["untouched"] += 1
+            elif entry.is_dir() and name in ancestors:
+                build(name)
+            else:
+                os.symlink(entry, tree_root / name)
+                counts["linked_entries"] += 1
+
+    build(Path("."))
+    missing = len(split_set) - counts["anonymized"] - counts["untouched"]
+    if missing:
+        raise DatasetError(f"{missing} images of the split are missing under {raw_root}")
+    return counts
+
+
+def _hardlink_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        write_bytes_atomic(target, source.read_bytes())
+
+
+def _link_or_copy(source: Path, target: Path, untouched: str) -> None:
+    if untouched == "copy":
+        write_bytes_atomic(target, source.read_bytes())
+    else:
+        os.symlink(source, target)
