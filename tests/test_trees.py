@@ -67,6 +67,17 @@ def test_maskout_fills_exactly_the_dilated_body_region_with_127():
         assert union[mask].all()
 
 
+def test_maskout_fast_fill_equals_pasting_the_constant_crop():
+    from anonymization_impact.geometry import paste
+
+    pixels, image, annotations = _scene()
+    targets, _ = plan_targets("body", image, annotations, None, min_size=8)
+    expected = pixels.copy()
+    for target in targets:
+        paste(expected, target.geometry, MaskOut(127).synthesize(np.zeros((*target.geometry.size, 3)), None, None, None))
+    assert np.array_equal(anonymize_pixels(pixels, targets, MaskOut(127), 0, image["file_name"]), expected)
+
+
 def decode_mask(annotation):
     from anonymization_impact.masks import decode
 

@@ -87,6 +87,9 @@ def anonymize_pixels(pixels: np.ndarray, targets: list[Target], method: Method, 
         if method.space == "image":
             _blur_in_image_space(image, window, region, method)
             continue
+        if getattr(method, "fill_value", None) is not None:
+            image[window][region] = method.fill_value
+            continue
         source = image
         if not method.sees_region:
             source = image.copy()
