@@ -12,6 +12,7 @@ include: "rules/common.smk"
 include: "rules/twins.smk"
 include: "rules/annotations.smk"
 include: "rules/anonymize.smk"
+include: "rules/training.smk"
 include: "rules/figures.smk"
 
 
@@ -21,3 +22,4 @@ rule all:
         get_annotation_targets(),
         rules.fig7.output,
         rules.anonymized_trees.input,
+        rules.metrics.input,

@@ -13,6 +13,7 @@ from anonymization_impact.config import (
 )
 from anonymization_impact.datasets import reader
 from anonymization_impact.errors import WorkflowInputError
+from anonymization_impact.training import TASKS
 
 try:
     _validated = validate_config(config)
@@ -27,8 +28,10 @@ ENABLED_DATASETS = enabled_datasets(config)
 wildcard_constraints:
     dataset="|".join(DATASETS),
     split="|".join(SPLITS),
-    variant="|".join(config["variants"]) or "(?!)",
+    variant="|".join(["original", *config["variants"]]),
+    model="|".join(config["models"]) or "(?!)",
     shard=r"\d+",
+    seed=r"\d+",
 
 
 localrules:
@@ -36,6 +39,8 @@ localrules:
     fig7,
     anonymize_tree,
     anonymized_trees,
+    weights_download,
+    metrics,
 
 
 def get_raw_dataset_inputs(wildcards):
@@ -123,4 +128,95 @@ def get_anonymized_tree_targets():
     return [
         rules.anonymize_tree.output.audit.format(dataset=dataset, variant=variant)
         for dataset, variant in sorted(pairs)
+    ]
+
+
+def get_schedule(dataset):
+    """The twins' CPU schedule, or the paper's schedule of a real dataset."""
+    synthetic = config["datasets"][dataset]["synthetic"]
+    return config["training"]["synthetic" if synthetic else dataset]
+
+
+def get_backbone(wildcards):
+    schedule = get_schedule(wildcards.dataset)
+    return schedule["backbone"] or config["models"][wildcards.model]["backbone"]
+
+
+def get_training_image_root(wildcards):
+    if wildcards.variant == "original":
+        return str(dataset_root(config, wildcards.dataset))
+    return rules.anonymize_tree.output.root.format(**wildcards)
+
+
+def get_training_inputs(wildcards):
+    inputs = {
+        "annotation": rules.annotations_normalize.output.instances.format(
+            dataset=wildcards.dataset, split="train"
+        )
+    }
+    if wildcards.variant == "original":
+        inputs["raw"] = get_raw_dataset_inputs(wildcards)
+    else:
+        inputs["tree"] = get_training_image_root(wildcards)
+    if get_schedule(wildcards.dataset)["init"] == "imagenet":
+        inputs["init_weights"] = get_init_weights(wildcards)["path"]
+    return inputs
+
+
+def get_init_weights(wildcards):
+    name = f"{get_backbone(wildcards)}_imagenet"
+    if name not in config["weights"]:
+        raise WorkflowInputError(
+            f"config key 'weights.{name}' is missing: the ImageNet initialization of {get_backbone(wildcards)}"
+        )
+    return {"name": name, **config["weights"][name]}
+
+
+def get_weights_entry(wildcards):
+    for name, entry in config["weights"].items():
+        if Path(entry["path"]).name == wildcards.filename:
+            return {"name": name, **entry}
+    raise WorkflowInputError(
+        f"no entry of 'weights' has the file name {wildcards.filename!r}"
+    )
+
+
+def get_training_job_settings(wildcards):
+    model = config["models"][wildcards.model]
+    schedule = get_schedule(wildcards.dataset)
+    return {
+        "backend": model["backend"],
+        "architecture": model["architecture"],
+        "backbone": get_backbone(wildcards),
+        "schedule": schedule,
+        "seed": int(wildcards.seed),
+        "checkpoint_every": config["training"]["checkpoint_every"],
+        "device": config["training"]["device"],
+        "amp": config["training"]["amp"],
+        "init_weights": (
+            get_init_weights(wildcards) if schedule["init"] == "imagenet" else None
+        ),
+    }
+
+
+def runnable(variant):
+    """Rows whose anonymized data can be made here (realistic needs DeepPrivacy2)."""
+    return (
+        variant == "original"
+        or config["variants"][variant]["method"] in TRADITIONAL_METHODS
+    )
+
+
+def get_metric_targets():
+    runs = {
+        (experiment["dataset"], variant, experiment["model"], seed)
+        for experiment in config["experiments"].values()
+        if experiment["dataset"] in ENABLED_DATASETS
+        for variant in experiment["variants"]
+        if runnable(variant)
+        for seed in config["seeds"]
+    }
+    return [
+        rules.evaluate.output[0].format(dataset=d, variant=v, model=m, seed=s)
+        for d, v, m, s in sorted(runs)
     ]

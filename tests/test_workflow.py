@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import os
 import shutil
 import stat
@@ -15,10 +16,26 @@ import yaml
 
 from anonymization_impact import DATASETS, SPLITS
 from anonymization_impact.config import load_config
+from anonymization_impact.evaluation import validate_metrics_document
 from anonymization_impact.io import read_json
 from anonymization_impact.trees import REASON_TOO_SMALL
 
 from conftest import REPO, SMALL, run_snakemake
+
+
+# A few training runs through the workflow, with a schedule that takes seconds.
+TINY_TRAINING = {
+    "training": {
+        "checkpoint_every": 2,
+        "synthetic": {"iterations": 4, "image_min_size": 64, "image_max_size": 128, "fpn_channels": 16, "head_channels": 16, "rpn_pre_nms_top_n": 50, "rpn_post_nms_top_n": 25, "box_batch_size_per_image": 16},
+    }
+}
+METRIC_TARGETS = [
+    "results/metrics/cityscapes/original/mask_rcnn_r50_fpn/seed0.json",
+    "results/metrics/bdd100k/body-maskout/mask_rcnn_r50_fpn/seed0.json",
+    "results/metrics/coco/face-blur/keypoint_rcnn_r50_fpn/seed0.json",
+]
+DEMO_TARGETS = ["fig7", "anonymized_trees", *METRIC_TARGETS]
 
 
 def _overlay(workdir: Path, config: dict) -> list[str]:
@@ -40,7 +57,7 @@ def test_snakefmt_check_is_clean():
 
 
 def test_demo_data_stage_and_fig7_run_on_the_twins(tmp_path):
-    result = run_snakemake(tmp_path, "--cores", "2", "all", *_overlay(tmp_path, {"synthetic": SMALL}))
+    result = run_snakemake(tmp_path, "--cores", "2", *DEMO_TARGETS, *_overlay(tmp_path, {"synthetic": SMALL, **TINY_TRAINING}))
     assert result.returncode == 0, result.stderr[-4000:]
     for dataset in DATASETS:
         truth = read_json(tmp_path / "resources" / "twins" / f"{dataset}.truth.json")
@@ -57,6 +74,11 @@ def test_demo_data_stage_and_fig7_run_on_the_twins(tmp_path):
                 tree = tmp_path / "results" / "anonymized" / experiment["dataset"] / variant
                 assert read_json(tree / "audit.json")["instances"]["anonymized"] > 0
                 assert (tree / "audit.md").read_text().startswith("# Privacy audit")
+    for target in METRIC_TARGETS:
+        document = read_json(tmp_path / target)
+        validate_metrics_document(document)
+        assert document["synthetic"] is True and document["training"]["backbone"] == "resnet18"
+        assert document["provenance"]["annotation_md5"]
     figures = tmp_path / "results" / "figures"
     assert (figures / "fig7.pdf").read_bytes().startswith(b"%PDF")
     assert (figures / "fig7.png").read_bytes().startswith(b"\x89PNG")
@@ -99,14 +121,17 @@ def test_real_dataset_roots_are_read_only_inputs(twins, tmp_path):
     workdir.mkdir()
     config = {"datasets": {d: {"synthetic": False, "root": str(roots[d])} for d in DATASETS}}
     try:
-        result = run_snakemake(workdir, "--cores", "2", "all", *_overlay(workdir, config))
-        assert result.returncode != 0, "face detection of a real dataset cannot run here"
-        assert "face detections for coco are missing" in result.stderr
+        result = run_snakemake(workdir, "--cores", "2", "--keep-going", *DEMO_TARGETS, *_overlay(workdir, config))
+        assert result.returncode != 0, "face detection and ImageNet weights cannot be had here"
+        assert re.search(r"face detections for \w+ are missing", result.stderr), result.stderr[-3000:]
+        assert "could not download weights 'resnet50_imagenet'" in result.stderr
         for dataset in DATASETS:  # what a user does until DSFD runs in the workflow
             detections = workdir / "results" / "faces" / dataset / "detections.json"
             detections.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(twins[dataset]["faces"], detections)
-        result = run_snakemake(workdir, "--cores", "2", "all", *_overlay(workdir, config))
+        tiny = {**TINY_TRAINING["training"]["synthetic"], "backbone": "resnet18", "trainable_backbone_layers": 5, "init": "scratch"}
+        config["training"] = {"checkpoint_every": 2, **{dataset: tiny for dataset in DATASETS}}
+        result = run_snakemake(workdir, "--cores", "2", *DEMO_TARGETS, *_overlay(workdir, config))
         assert result.returncode == 0, result.stderr[-4000:]
         assert _snapshot(raw) == before
         assert not (workdir / "resources").exists(), "no twin may be generated for real datasets"
@@ -176,3 +201,18 @@ def test_trees_through_the_workflow_do_not_depend_on_the_shard_count(tmp_path):
         assert small[REASON_TOO_SMALL] > default.get(REASON_TOO_SMALL, 0)
     assert trees[1] == trees[3]
     assert all(len(files) == SMALL["n_train"] for files in trees[1].values())
+
+
+def test_all_plans_every_runnable_row_of_every_experiment(tmp_path):
+    result = run_snakemake(tmp_path, "all", "-n", *_overlay(tmp_path, {}))
+    assert result.returncode == 0, result.stderr
+    table = (result.stdout + result.stderr).split("Job stats:")[1].split("Reasons:")[0]
+    jobs = dict(line.split() for line in table.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit() and ":" not in line)
+    config = load_config(REPO / "config.yaml")
+    runs = {
+        (e["dataset"], v, e["model"])
+        for e in config["experiments"].values()
+        for v in e["variants"]
+        if v == "original" or config["variants"][v]["method"] != "realistic"
+    }
+    assert int(jobs["train_model"]) == int(jobs["predict"]) == int(jobs["evaluate"]) == len(runs) * len(config["seeds"])

@@ -46,7 +46,7 @@ def _coco_annotation(annotation_id: int, image_id: int, category_id: int, instan
         "image_id": image_id,
         "category_id": category_id,
         "segmentation": instance.rle,
-        "area": area(instance.rle),
+        "area": instance.area if instance.area is not None else area(instance.rle),
         "bbox": bbox(instance.rle),
         "iscrowd": int(instance.iscrowd or instance.ignore),
         "source_id": instance.source_id,

@@ -14,13 +14,15 @@ from .errors import DatasetError
 
 def write_json_atomic(path: Path, data, indent: int | None = None) -> None:
     """Write JSON so that a killed job never leaves a truncated file behind."""
-    path = Path(path)
+    write_bytes_atomic(Path(path), (json.dumps(data, indent=indent) + "\n").encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=indent, sort_keys=False)
-            stream.write("\n")
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -21,7 +20,7 @@ from PIL import Image, ImageOps
 
 from .errors import DatasetError, WorkflowInputError
 from .geometry import CropGeometry, body_crop, cut_resize, expanded_box_area, face_crop, paste
-from .io import require_file
+from .io import require_file, write_bytes_atomic
 from .masks import decode
 from .methods import Method, gaussian_blur
 
@@ -152,18 +151,6 @@ def encode_image(pixels: np.ndarray, mode: str, suffix: str) -> bytes:
     else:
         raise DatasetError(f"cannot write anonymized image with suffix {suffix!r} (only JPEG and PNG)")
     return buffer.getvalue()
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def anonymize_shard(

@@ -22,6 +22,7 @@ class Instance:
     ignore: bool
     rle: dict  # compressed COCO RLE with str counts
     keypoints: list[int] | None = None  # 17 x (x, y, v) in COCO order, where the dataset has them
+    area: float | None = None  # the dataset's own area (COCO: polygon area, the OKS scale); else the mask's
 
 
 @dataclass

@@ -57,6 +57,7 @@ def read_split(root: Path, split: str) -> tuple[list[dict], list[ImageRecord]]:
                     ignore=False,
                     rle={"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")},
                     keypoints=with_keypoints.get("keypoints"),
+                    area=annotation.get("area"),
                 )
             )
         records.append(record)

@@ -1,0 +1,87 @@
+# Training per (dataset, variant, model, seed), predictions on the original validation
+# split, and framework-independent evaluation into metric JSONs.
+
+
+rule weights_download:
+    output:
+        "resources/weights/{filename}",
+    log:
+        "logs/weights/{filename}.log",
+    conda:
+        "../envs/training.yaml"
+    params:
+        entry=get_weights_entry,
+    script:
+        "../scripts/download_weights.py"
+
+
+rule train_model:
+    input:
+        unpack(get_training_inputs),
+    output:
+        weights="results/models/{dataset}/{variant}/{model}/seed{seed}/model_final.pth",
+        summary="results/models/{dataset}/{variant}/{model}/seed{seed}/training.json",
+    log:
+        "logs/models/{dataset}/{variant}/{model}/seed{seed}.log",
+    benchmark:
+        "benchmarks/models/{dataset}/{variant}/{model}/seed{seed}.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: config["training"]["threads"]
+    params:
+        image_root=get_training_image_root,
+        job=get_training_job_settings,
+        checkpoint_dir="results/models/{dataset}/{variant}/{model}/seed{seed}/checkpoints",
+    script:
+        "../scripts/train_model.py"
+
+
+rule predict:
+    input:
+        weights=rules.train_model.output.weights,
+        annotation="results/annotations/{dataset}/val/instances.json",
+        raw=get_raw_dataset_inputs,
+    output:
+        "results/predictions/{dataset}/{variant}/{model}/seed{seed}.json",
+    log:
+        "logs/predictions/{dataset}/{variant}/{model}/seed{seed}.log",
+    benchmark:
+        "benchmarks/predictions/{dataset}/{variant}/{model}/seed{seed}.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: config["training"]["threads"]
+    params:
+        root=get_dataset_root,
+        device=config["training"]["device"],
+    script:
+        "../scripts/predict.py"
+
+
+rule evaluate:
+    input:
+        predictions=rules.predict.output[0],
+        annotation="results/annotations/{dataset}/val/instances.json",
+        train_annotation="results/annotations/{dataset}/train/instances.json",
+        weights=rules.train_model.output.weights,
+        training=rules.train_model.output.summary,
+        raw=get_raw_dataset_inputs,
+    output:
+        "results/metrics/{dataset}/{variant}/{model}/seed{seed}.json",
+    log:
+        "logs/metrics/{dataset}/{variant}/{model}/seed{seed}.log",
+    benchmark:
+        "benchmarks/metrics/{dataset}/{variant}/{model}/seed{seed}.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        root=get_dataset_root,
+        task=lambda wildcards: TASKS[config["models"][wildcards.model]["architecture"]],
+        synthetic=lambda wildcards: config["datasets"][wildcards.dataset]["synthetic"],
+        config=config,
+    script:
+        "../scripts/evaluate.py"
+
+
+rule metrics:
+    input:
+        get_metric_targets(),

@@ -1,0 +1,109 @@
+"""Provenance block of the metric JSON: code version, config hash, seed, packages, inputs.
+
+No timestamps, so that the same inputs give byte-identical metric files. Package versions
+come from ``importlib.metadata``: torch is never imported here (importing it costs seconds
+and initialises CUDA).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from .errors import WorkflowInputError
+
+PACKAGES = ("numpy", "pillow", "pycocotools", "cityscapesScripts", "scipy", "torch", "torchvision")
+PACKAGE_DIR = Path(__file__).resolve().parent
+CHUNK = 1 << 20
+
+
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+    except OSError as error:
+        raise WorkflowInputError(f"cannot read {path} to record its md5 ({error.strerror or error})") from None
+    return digest.hexdigest()
+
+
+def config_sha256(config: dict) -> str:
+    """sha256 of the config as canonical JSON (sorted keys, no whitespace, UTF-8)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        completed = subprocess.run(["git", "-C", str(PACKAGE_DIR), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return completed.stdout.strip() if completed.returncode == 0 else None
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(HEAD commit, whether tracked files differ from it) of the repository holding this
+    package; (None, None) outside a git checkout or without git."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return None, None
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return commit, (None if status is None else bool(status))
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def own_version() -> str:
+    try:
+        return metadata.version("anonymization-impact")
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = PACKAGE_DIR.parents[1] / "pyproject.toml"
+    try:
+        import tomllib
+
+        with open(pyproject, "rb") as handle:
+            return str(tomllib.load(handle)["project"]["version"])
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+def provenance(
+    *,
+    config: dict,
+    seed: int,
+    annotation_files: list[Path],
+    extra_files: dict[str, Path] | None = None,
+    training_time_s: float | None = None,
+    device: str | None = None,
+) -> dict:
+    """The provenance block: ``annotation_md5`` is keyed by the path as given (pass paths
+    relative to the workflow directory for reproducible files), ``files_md5`` by the names of
+    ``extra_files`` (e.g. ``{"weights": ..., "predictions": ...}``)."""
+    commit, dirty = git_state()
+    return {
+        "git_commit": commit,
+        "dirty": dirty,
+        "config_sha256": config_sha256(config),
+        "seed": seed,
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "device": device or "cpu",
+        "annotation_md5": {str(path): md5_file(path) for path in annotation_files},
+        "files_md5": {name: md5_file(path) for name, path in sorted((extra_files or {}).items())},
+        "training_time_s": None if training_time_s is None else float(training_time_s),
+        "created_by": f"anonymization_impact {own_version()}",
+    }

@@ -1,0 +1,54 @@
+"""Training backends behind one interface.
+
+A backend trains ``(dataset root, annotation JSON, model spec, schedule, seed) -> weights``
+and predicts ``(weights, original validation split) -> COCO-format results``. The portable
+backend is torchvision (this machine, any GPU); the paper-exact detectron2 / MMDetection
+backends plug in behind the same :class:`TrainingJob` and :func:`predict` signatures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+TASKS = {"mask_rcnn": "instance_segmentation", "keypoint_rcnn": "keypoints"}
+
+
+@dataclass
+class TrainingJob:
+    image_root: Path  # dataset root the annotation's file names are relative to
+    annotation: Path  # normalized COCO-format instances.json of the training split
+    architecture: str  # mask_rcnn | keypoint_rcnn
+    backbone: str  # resnet18 ... resnet152 (after the schedule's override)
+    schedule: dict  # a validated `training.<name>` schedule
+    seed: int
+    output: Path  # final weights
+    checkpoint_dir: Path
+    checkpoint_every: int = 50
+    init_weights: Path | None = None  # ImageNet backbone weights (schedule init "imagenet")
+    device: str = "auto"
+    amp: bool = False
+    threads: int = 2
+    fingerprint_extra: dict = field(default_factory=dict)  # anything else a checkpoint must match
+
+    @property
+    def task(self) -> str:
+        return TASKS[self.architecture]
+
+    def description(self) -> dict:
+        """What determines the weights; a checkpoint of another description is not resumed."""
+        keys = ("architecture", "backbone", "schedule", "seed", "threads", "amp", "fingerprint_extra")
+        described = {key: value for key, value in asdict(self).items() if key in keys}
+        described["annotation"] = str(self.annotation)
+        return described
+
+
+def backend(name: str):
+    if name == "torchvision":
+        from . import torchvision_backend
+
+        return torchvision_backend
+    raise NotImplementedError(
+        f"training backend {name!r} is not available yet: detectron2 and MMDetection backends "
+        "come with their own conda envs (see the issue on paper-exact training); use torchvision"
+    )

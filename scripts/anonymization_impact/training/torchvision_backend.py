@@ -1,0 +1,225 @@
+"""The portable backend: torchvision Mask R-CNN / Keypoint R-CNN with ResNet-FPN backbones.
+
+Resumable (atomic checkpoints of model, optimizer, random state and iteration), deterministic
+on the CPU for a fixed seed and thread count, and stopping on a non-finite loss with the last
+good checkpoint kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection import KeypointRCNN, MaskRCNN
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import FrozenBatchNorm2d
+
+from ..errors import WorkflowInputError
+from ..io import write_bytes_atomic
+from ..masks import encode
+from . import TrainingJob
+from .data import DetectionSamples, batch_indices, flip_decision
+from .schedule import learning_rate
+
+log = logging.getLogger("anonymization_impact.training")
+STAGES = ["layer4", "layer3", "layer2", "layer1", "conv1"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise WorkflowInputError("training.device is 'cuda' but no CUDA device is visible to this job")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def build_model(architecture: str, backbone: str, num_classes: int, schedule: dict, init_weights: Path | None) -> nn.Module:
+    """Mask / Keypoint R-CNN with a ResNet-FPN backbone and the schedule's sizes."""
+    pretrained = schedule["init"] == "imagenet"
+    resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
+    if pretrained:
+        resnet.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
+    trainable = STAGES[: schedule["trainable_backbone_layers"]]
+    if schedule["trainable_backbone_layers"] == 5:
+        trainable.append("bn1")
+    for name, parameter in resnet.named_parameters():
+        parameter.requires_grad_(any(name.startswith(stage) for stage in trainable))
+    width = resnet.fc.in_features // 8  # channels of layer1 (64 basic block, 256 bottleneck)
+    channels = schedule["fpn_channels"]
+    body = BackboneWithFPN(resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [width, width * 2, width * 4, width * 8], channels)
+    head = schedule["head_channels"]
+    representation = 1024 if head is None else head * 4
+    common = dict(
+        min_size=schedule["image_min_size"],
+        max_size=schedule["image_max_size"],
+        rpn_pre_nms_top_n_train=schedule["rpn_pre_nms_top_n"],
+        rpn_post_nms_top_n_train=schedule["rpn_post_nms_top_n"],
+        box_batch_size_per_image=schedule["box_batch_size_per_image"],
+        box_head=TwoMLPHead(channels * 7 * 7, representation),
+        box_predictor=FastRCNNPredictor(representation, num_classes + 1),
+    )
+    if architecture == "mask_rcnn":
+        mask_width = head or 256
+        return MaskRCNN(
+            body, num_classes=None, mask_head=MaskRCNNHeads(channels, [mask_width] * 4, 1), mask_predictor=MaskRCNNPredictor(mask_width, mask_width, num_classes + 1), **common
+        )
+    keypoint_width = head or 512
+    return KeypointRCNN(
+        body, num_classes=None, keypoint_head=KeypointRCNNHeads(channels, [keypoint_width] * 8), keypoint_predictor=KeypointRCNNPredictor(keypoint_width, 17), **common
+    )
+
+
+def _fingerprint(job: TrainingJob) -> str:
+    return hashlib.sha256(json.dumps(job.description(), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_atomic(payload: dict, path: Path) -> None:
+    """torch.save through a buffer: the archive then gets a fixed internal name (saving to a
+    temporary file would embed its random name), so equal weights give equal bytes."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(Path(path), buffer.getvalue())
+
+
+def _checkpoint_path(job: TrainingJob) -> Path:
+    return Path(job.checkpoint_dir) / "last.pth"
+
+
+def _resume(job: TrainingJob, model, optimizer) -> int:
+    path = _checkpoint_path(job)
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["fingerprint"] != _fingerprint(job):
+        raise WorkflowInputError(
+            f"checkpoint {path} was written by a run with another configuration "
+            f"({json.dumps(state['description'], sort_keys=True, default=str)[:300]}...); refusing to resume from it. "
+            "Delete the checkpoint directory to start this run over."
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    log.info("resumed from %s at iteration %d", path, state["iteration"])
+    return state["iteration"]
+
+
+def _checkpoint(job: TrainingJob, model, optimizer, iteration: int) -> None:
+    _save_atomic(
+        {
+            "fingerprint": _fingerprint(job),
+            "description": job.description(),
+            "iteration": iteration,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        _checkpoint_path(job),
+    )
+
+
+def train(job: TrainingJob, progress=None) -> dict:
+    """Train (or resume) ``job``; writes ``job.output`` and returns a summary."""
+    torch.set_num_threads(job.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(job.seed)
+    device = select_device(job.device)
+    samples = DetectionSamples(job.image_root, job.annotation, job.task)
+    model = build_model(job.architecture, job.backbone, len(samples.category_ids), job.schedule, job.init_weights).to(device)
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=job.schedule["base_lr"], momentum=job.schedule["momentum"], weight_decay=job.schedule["weight_decay"])
+    start = _resume(job, model, optimizer)
+    model.train()
+    schedule, batch = job.schedule, job.schedule["batch_size"]
+    started = time.perf_counter()
+    iterations = range(start, schedule["iterations"])
+    for iteration in progress(iterations) if progress else iterations:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(iteration, schedule)
+        loaded = [
+            samples.load(index, flip_decision(iteration, position, batch, job.seed, schedule["horizontal_flip"]))
+            for position, index in enumerate(batch_indices(iteration, batch, len(samples), job.seed))
+        ]
+        images = [image.to(device) for image, _ in loaded]
+        targets = [{key: value.to(device) for key, value in target.items()} for _, target in loaded]
+        with torch.autocast(device.type, enabled=job.amp and device.type == "cuda"):
+            losses = model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"non-finite loss at iteration {iteration} ({ {k: v.item() for k, v in losses.items()} }); "
+                f"the last good checkpoint is kept in {job.checkpoint_dir}. Lower training.*.base_lr or check the data."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if iteration % 10 == 0 or iteration + 1 == schedule["iterations"]:
+            log.info("iteration %d lr %.5f loss %.4f %s", iteration, learning_rate(iteration, schedule), loss.item(), {k: round(v.item(), 4) for k, v in losses.items()})
+        if (iteration + 1) % job.checkpoint_every == 0 and iteration + 1 < schedule["iterations"]:
+            _checkpoint(job, model, optimizer, iteration + 1)
+    _save_atomic(
+        {
+            "model": model.state_dict(),
+            "architecture": job.architecture,
+            "backbone": job.backbone,
+            "schedule": job.schedule,
+            "category_ids": samples.category_ids,
+            "fingerprint": _fingerprint(job),
+        },
+        Path(job.output),
+    )
+    return {"iterations": schedule["iterations"], "resumed_at": start, "seconds": time.perf_counter() - started, "device": str(device), "images": len(samples)}
+
+
+@torch.no_grad()
+def predict(weights: Path, annotation: dict, image_root: Path, *, device: str = "auto", threads: int = 2, progress=None) -> list[dict]:
+    """COCO-format results of the model in ``weights`` on every image of ``annotation``."""
+    torch.set_num_threads(threads)
+    state = torch.load(weights, map_location="cpu", weights_only=False)
+    schedule = {**state["schedule"], "init": "scratch"}  # the weights come from the file
+    model = build_model(state["architecture"], state["backbone"], len(state["category_ids"]), schedule, None)
+    model.load_state_dict(state["model"])
+    target = select_device(device)
+    model.to(target).eval()
+    from PIL import Image, ImageOps
+
+    results = []
+    images = annotation["images"]
+    for image in progress(images) if progress else images:
+        with Image.open(Path(image_root) / image["file_name"]) as opened:
+            pixels = np.array(ImageOps.exif_transpose(opened).convert("RGB"))
+        tensor = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255).to(target)
+        output = {key: value.cpu() for key, value in model([tensor])[0].items()}
+        for index in range(len(output["scores"])):
+            x0, y0, x1, y1 = output["boxes"][index].tolist()
+            result = {
+                "image_id": image["id"],
+                "category_id": state["category_ids"][int(output["labels"][index]) - 1],
+                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                "score": round(float(output["scores"][index]), 5),
+            }
+            if "masks" in output:
+                result["segmentation"] = encode(output["masks"][index, 0].numpy() >= 0.5)
+            if "keypoints" in output:
+                points = output["keypoints"][index].numpy()
+                scores = output["keypoints_scores"][index].numpy()
+                result["keypoints"] = [round(float(v), 2) for point, score in zip(points, scores) for v in (point[0], point[1], score)]
+            results.append(result)
+    return results

@@ -1,0 +1,178 @@
+"""The torchvision backend: determinism, kill-and-resume, and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from anonymization_impact.annotations import normalize_split
+from anonymization_impact.config import validate_config
+from anonymization_impact.errors import DatasetError, WorkflowInputError
+from anonymization_impact.io import write_json_atomic
+from anonymization_impact.training import TrainingJob
+from anonymization_impact.training import torchvision_backend as backend
+from anonymization_impact.training.schedule import learning_rate
+from anonymization_impact.training.weights import verify_weights
+
+from conftest import REPO
+
+TINY = {
+    "image_min_size": 64, "image_max_size": 128, "batch_size": 2, "iterations": 6, "base_lr": 0.005,
+    "lr_steps": [0.5], "warmup_iterations": 2, "backbone": "resnet18", "fpn_channels": 16, "head_channels": 16,
+    "rpn_pre_nms_top_n": 50, "rpn_post_nms_top_n": 25, "box_batch_size_per_image": 16,
+    "trainable_backbone_layers": 5, "init": "scratch",
+}
+
+
+def tiny_schedule(**overrides) -> dict:
+    return validate_config({"training": {"synthetic": {**TINY, **overrides}}})["training"]["synthetic"]
+
+
+@pytest.fixture(scope="module")
+def annotations(twins, tmp_path_factory):
+    base = tmp_path_factory.mktemp("annotations")
+    paths = {}
+    for dataset in ("cityscapes", "coco"):
+        path = base / f"{dataset}.json"
+        write_json_atomic(path, normalize_split(dataset, twins[dataset]["root"], "train")["instances"])
+        paths[dataset] = path
+    return paths
+
+
+def make_job(twins, annotations, tmp_path, dataset="cityscapes", name="run", **overrides) -> TrainingJob:
+    settings = dict(
+        image_root=twins[dataset]["root"], annotation=annotations[dataset],
+        architecture="keypoint_rcnn" if dataset == "coco" else "mask_rcnn", backbone="resnet18",
+        schedule=tiny_schedule(), seed=0, output=tmp_path / name / "model.pth",
+        checkpoint_dir=tmp_path / name / "checkpoints", checkpoint_every=2, device="cpu", threads=1,
+    )
+    settings.update(overrides)
+    return TrainingJob(**settings)
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    first, second = weights(a), weights(b)
+    return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_learning_rate_warms_up_then_steps():
+    schedule = tiny_schedule(iterations=100, warmup_iterations=10, lr_steps=[0.5, 0.8], base_lr=0.1, warmup_factor=0.001)
+    assert learning_rate(0, schedule) == pytest.approx(0.0001)
+    assert learning_rate(10, schedule) == pytest.approx(0.1)
+    assert learning_rate(50, schedule) == pytest.approx(0.01)
+    assert learning_rate(80, schedule) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("dataset", ["cityscapes", "coco"])
+def test_same_seed_gives_bit_identical_weights(twins, annotations, tmp_path, dataset):
+    first = make_job(twins, annotations, tmp_path, dataset, "a")
+    second = make_job(twins, annotations, tmp_path, dataset, "b")
+    other_seed = make_job(twins, annotations, tmp_path, dataset, "c", seed=1)
+    for job in (first, second, other_seed):
+        backend.train(job)
+    assert same_weights(first.output, second.output)
+    assert first.output.read_bytes() == second.output.read_bytes()
+    assert not same_weights(first.output, other_seed.output)
+
+
+def _train_in_subprocess(job: TrainingJob) -> subprocess.Popen:
+    arguments = {key: str(value) if isinstance(value, Path) else value for key, value in job.__dict__.items()}
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, 'scripts');"
+        "from anonymization_impact.training import TrainingJob;"
+        "from anonymization_impact.training import torchvision_backend as b;"
+        "a = json.loads(sys.argv[1]);"
+        "[a.__setitem__(k, Path(a[k])) for k in ('image_root', 'annotation', 'output', 'checkpoint_dir')];"
+        "b.train(TrainingJob(**a))"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, json.dumps(arguments)], cwd=REPO, stderr=subprocess.PIPE)
+
+
+def test_a_killed_run_resumes_to_the_same_weights(twins, annotations, tmp_path):
+    schedule = tiny_schedule(iterations=10)
+    uninterrupted = make_job(twins, annotations, tmp_path, name="whole", schedule=schedule)
+    backend.train(uninterrupted)
+    killed = make_job(twins, annotations, tmp_path, name="killed", schedule=schedule)
+    process = _train_in_subprocess(killed)
+    checkpoint = killed.checkpoint_dir / "last.pth"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["iteration"] >= 4:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read().decode()[-2000:]}"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not killed.output.exists()
+    resumed_from = torch.load(checkpoint, weights_only=False)["iteration"]
+    assert 0 < resumed_from < 10
+    summary = backend.train(killed)
+    assert summary["resumed_at"] == resumed_from
+    assert same_weights(uninterrupted.output, killed.output)
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(twins, annotations, tmp_path):
+    first = make_job(twins, annotations, tmp_path, name="run", schedule=tiny_schedule(iterations=4))
+    backend.train(first)  # leaves a checkpoint at iteration 2
+    changed = make_job(twins, annotations, tmp_path, name="run", schedule=tiny_schedule(iterations=4, base_lr=0.001))
+    with pytest.raises(WorkflowInputError, match="another configuration.*refusing to resume"):
+        backend.train(changed)
+
+
+def test_a_non_finite_loss_stops_with_a_clear_error(twins, annotations, tmp_path):
+    job = make_job(twins, annotations, tmp_path, schedule=tiny_schedule(base_lr=1e12, warmup_iterations=0, iterations=20))
+    with pytest.raises(backend.TrainingDiverged, match="non-finite loss at iteration"):
+        backend.train(job)
+    assert not job.output.exists()
+
+
+def test_an_empty_training_set_is_an_error(twins, annotations, tmp_path):
+    document = json.loads(annotations["cityscapes"].read_text())
+    document["annotations"] = [a for a in document["annotations"] if a["iscrowd"]]
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps(document))
+    with pytest.raises(DatasetError, match="empty training set"):
+        backend.train(make_job(twins, {"cityscapes": empty}, tmp_path))
+
+
+def test_an_annotation_image_mismatch_names_the_image(twins, annotations, tmp_path):
+    document = json.loads(annotations["cityscapes"].read_text())
+    document["images"][0]["width"] += 1
+    document["images"] = document["images"][:1]
+    mismatched = tmp_path / "mismatched.json"
+    mismatched.write_text(json.dumps(document))
+    with pytest.raises(DatasetError, match=document["images"][0]["file_name"].split("/")[-1]):
+        backend.train(make_job(twins, {"cityscapes": mismatched}, tmp_path))
+
+
+def test_missing_or_wrong_initial_weights_name_the_download_rule(tmp_path):
+    entry = {"path": str(tmp_path / "resnet18.pth"), "sha256": "f37072fd", "url": "https://example.invalid/resnet18.pth"}
+    with pytest.raises(WorkflowInputError, match="weights_download"):
+        verify_weights("resnet18_imagenet", entry)
+    Path(entry["path"]).write_bytes(b"not the weights")
+    with pytest.raises(WorkflowInputError, match="corrupt or another release"):
+        verify_weights("resnet18_imagenet", entry)
+
+
+def test_predictions_are_coco_results_on_every_validation_image(twins, annotations, tmp_path):
+    job = make_job(twins, annotations, tmp_path, "coco")
+    backend.train(job)
+    validation = normalize_split("coco", twins["coco"]["root"], "val")["instances"]
+    predictions = backend.predict(job.output, validation, twins["coco"]["root"], device="cpu", threads=1)
+    assert predictions
+    image_ids = {image["id"] for image in validation["images"]}
+    for prediction in predictions:
+        assert prediction["image_id"] in image_ids and prediction["category_id"] == 1
+        assert len(prediction["keypoints"]) == 51 and 0 <= prediction["score"] <= 1
