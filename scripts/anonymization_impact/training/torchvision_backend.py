@@ -159,7 +159,8 @@ def train(job: TrainingJob, progress=None) -> dict:
         ]
         images = [image.to(device) for image, _ in loaded]
         targets = [{key: value.to(device) for key, value in target.items()} for _, target in loaded]
-        with torch.autocast(device.type, enabled=job.amp and device.type == "cuda"):
+        # bfloat16 needs no loss scaling (A100 and newer support it).
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.amp and device.type == "cuda"):
             losses = model(images, targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
