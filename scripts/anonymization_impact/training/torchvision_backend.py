@@ -135,6 +135,21 @@ def _checkpoint(job: TrainingJob, model, optimizer, iteration: int) -> None:
     )
 
 
+class _Batches(torch.utils.data.Dataset):
+    """The batch of each iteration in ``iterations`` (a map-style dataset for DataLoader)."""
+
+    def __init__(self, samples: DetectionSamples, seed: int, batch: int, flip: float, iterations: range):
+        self.samples, self.seed, self.batch, self.flip, self.iterations = samples, seed, batch, flip, iterations
+
+    def __len__(self) -> int:
+        return len(self.iterations)
+
+    def __getitem__(self, position: int) -> list:
+        iteration = self.iterations[position]
+        indices = batch_indices(iteration, self.batch, len(self.samples), self.seed)
+        return [self.samples.load(index, flip_decision(iteration, slot, self.batch, self.seed, self.flip)) for slot, index in enumerate(indices)]
+
+
 def train(job: TrainingJob, progress=None) -> dict:
     """Train (or resume) ``job``; writes ``job.output`` and returns a summary."""
     torch.set_num_threads(job.threads)
@@ -150,13 +165,17 @@ def train(job: TrainingJob, progress=None) -> dict:
     schedule, batch = job.schedule, job.schedule["batch_size"]
     started = time.perf_counter()
     iterations = range(start, schedule["iterations"])
-    for iteration in progress(iterations) if progress else iterations:
+    # On a GPU the rule's threads load batches in worker processes; each batch is a pure
+    # function of its iteration, so the order of work cannot change the result.
+    batches = torch.utils.data.DataLoader(
+        _Batches(samples, job.seed, batch, schedule["horizontal_flip"], iterations),
+        batch_size=None,
+        num_workers=job.threads if device.type == "cuda" else 0,
+        generator=torch.Generator().manual_seed(job.seed),  # leaves torch's global generator alone
+    )
+    for iteration, loaded in zip(progress(iterations) if progress else iterations, batches):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(iteration, schedule)
-        loaded = [
-            samples.load(index, flip_decision(iteration, position, batch, job.seed, schedule["horizontal_flip"]))
-            for position, index in enumerate(batch_indices(iteration, batch, len(samples), job.seed))
-        ]
         images = [image.to(device) for image, _ in loaded]
         targets = [{key: value.to(device) for key, value in target.items()} for _, target in loaded]
         # bfloat16 needs no loss scaling (A100 and newer support it).
