@@ -106,7 +106,7 @@ def test_a_killed_run_resumes_to_the_same_weights(twins, annotations, tmp_path):
     backend.train(uninterrupted)
     killed = make_job(twins, annotations, tmp_path, name="killed", schedule=schedule)
     process = _train_in_subprocess(killed)
-    checkpoint = killed.checkpoint_dir / "last.pth"
+    checkpoint = backend._checkpoint_path(killed)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if checkpoint.exists() and torch.load(checkpoint, weights_only=False)["iteration"] >= 4:
@@ -123,10 +123,14 @@ def test_a_killed_run_resumes_to_the_same_weights(twins, annotations, tmp_path):
     assert same_weights(uninterrupted.output, killed.output)
 
 
-def test_a_checkpoint_of_another_config_is_not_resumed(twins, annotations, tmp_path):
+def test_a_checkpoint_of_another_config_is_never_resumed(twins, annotations, tmp_path):
     first = make_job(twins, annotations, tmp_path, name="run", schedule=tiny_schedule(iterations=4))
     backend.train(first)  # leaves a checkpoint at iteration 2
     changed = make_job(twins, annotations, tmp_path, name="run", schedule=tiny_schedule(iterations=4, base_lr=0.001))
+    assert backend.train(changed)["resumed_at"] == 0  # its own checkpoint directory: starts over
+    # A checkpoint of the first configuration planted where the second one looks is refused.
+    planted = backend._checkpoint_path(changed)
+    planted.write_bytes(backend._checkpoint_path(first).read_bytes())
     with pytest.raises(WorkflowInputError, match="another configuration.*refusing to resume"):
         backend.train(changed)
 

@@ -97,11 +97,16 @@ def _save_atomic(payload: dict, path: Path) -> None:
 
 
 def _checkpoint_path(job: TrainingJob) -> Path:
-    return Path(job.checkpoint_dir) / "last.pth"
+    """One directory per configuration: a rerun after a config change starts over instead of
+    stumbling over the old run's checkpoint, and a killed run finds its own."""
+    return Path(job.checkpoint_dir) / _fingerprint(job)[:16] / "last.pth"
 
 
 def _resume(job: TrainingJob, model, optimizer) -> int:
     path = _checkpoint_path(job)
+    others = [p for p in Path(job.checkpoint_dir).glob("*/last.pth") if p != path]
+    for other in others:
+        log.info("ignoring %s: written by a run with another configuration", other)
     if not path.exists():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=False)
