@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
-
 import jsonschema
 import yaml
 
@@ -132,11 +130,3 @@ def check_dataset_roots(config: dict) -> None:
                 f"datasets.{dataset}.synthetic: true to use the synthetic twin."
             )
 
-
-def as_dict(value: Any) -> Any:
-    """Plain ``dict``/``list`` copy of a (Snakemake) config for passing into rule params."""
-    if isinstance(value, dict):
-        return {key: as_dict(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [as_dict(item) for item in value]
-    return value
