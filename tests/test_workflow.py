@@ -216,3 +216,20 @@ def test_all_plans_every_runnable_row_of_every_experiment(tmp_path):
         if v == "original" or config["variants"][v]["method"] != "realistic"
     }
     assert int(jobs["train_model"]) == int(jobs["predict"]) == int(jobs["evaluate"]) == len(runs) * len(config["seeds"])
+
+
+def test_planning_the_study_on_real_roots_reads_no_image(twins, tmp_path):
+    """A dry run of `all` on real roots whose images are all missing still plans every job:
+    building the DAG looks at paths only (perf/benchmark_dag.py measures it at full size)."""
+    config = {"datasets": {}}
+    for dataset in DATASETS:
+        root = tmp_path / "raw" / dataset
+        shutil.copytree(twins[dataset]["root"], root)
+        for image in [*root.rglob("*.jpg"), *root.rglob("*_leftImg8bit.png")]:
+            image.unlink()
+        config["datasets"][dataset] = {"synthetic": False, "root": str(root)}
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = run_snakemake(workdir, "all", "-n", *_overlay(workdir, config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train_model" in result.stdout + result.stderr
