@@ -173,8 +173,11 @@ def anonymize_shard(
         by_image.setdefault(annotation["image_id"], []).append(annotation)
     if faces is not None:
         _check_faces_refer_to_persons(faces, persons)
-    images = [image for image in persons["images"] if shard_of(image["file_name"], shards) == shard]
-    records, leak_candidates, oriented = [], [], 0
+    # Name-hash order makes the leak-check sample (the shard's first images with targets)
+    # independent of the input order, and it is checked at once: no image stays in memory.
+    images = sorted((image for image in persons["images"] if shard_of(image["file_name"], shards) == shard), key=lambda image: name_hash(image["file_name"]))
+    records, oriented = [], 0
+    leak_check = {"applies": not method.sees_region, "images_checked": [], "passed": None}
     for image in progress(images):
         annotations = by_image.get(image["id"], [])
         image_faces = None if faces is None else faces["images"].get(image["file_name"], [])
@@ -190,14 +193,12 @@ def anonymize_shard(
             raise DatasetError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]}, its annotation says {image['width']}x{image['height']}")
         result = anonymize_pixels(pixels, targets, method, variant["seed"], image["file_name"])
         write_bytes_atomic(Path(output_dir) / image["file_name"], encode_image(result, mode, path.suffix))
-        leak_candidates.append((image["file_name"], pixels, targets, result))
-    leak_check = {"applies": not method.sees_region, "images_checked": [], "passed": None}
-    if not method.sees_region:
-        leak_candidates.sort(key=lambda item: name_hash(item[0]))
-        for file_name, pixels, targets, result in leak_candidates[:leak_check_images]:
-            check_no_leak(pixels, targets, method, variant["seed"], file_name, result)
-            leak_check["images_checked"].append(file_name)
+        if leak_check["applies"] and len(leak_check["images_checked"]) < leak_check_images:
+            check_no_leak(pixels, targets, method, variant["seed"], image["file_name"], result)
+            leak_check["images_checked"].append(image["file_name"])
+    if leak_check["applies"]:
         leak_check["passed"] = True
+    records.sort(key=lambda record: record["image"])
     return {"shard": shard, "shards": shards, "images": records, "exif_oriented_images": oriented, "leak_check": leak_check}
 
 
