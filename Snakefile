@@ -14,6 +14,7 @@ include: "rules/annotations.smk"
 include: "rules/anonymize.smk"
 include: "rules/training.smk"
 include: "rules/figures.smk"
+include: "rules/provenance.smk"
 
 
 rule all:
@@ -23,3 +24,4 @@ rule all:
         rules.fig7.output,
         rules.anonymized_trees.input,
         rules.metrics.input,
+        rules.provenance_manifest.output,

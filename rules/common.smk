@@ -207,16 +207,64 @@ def runnable(variant):
     )
 
 
+def _metric_runs():
+    """(dataset, variant, model, seed) of every runnable row of every experiment."""
+    return sorted(
+        {
+            (experiment["dataset"], variant, experiment["model"], seed)
+            for experiment in config["experiments"].values()
+            if experiment["dataset"] in ENABLED_DATASETS
+            for variant in experiment["variants"]
+            if runnable(variant)
+            for seed in config["seeds"]
+        }
+    )
+
+
 def get_metric_targets():
-    runs = {
-        (experiment["dataset"], variant, experiment["model"], seed)
-        for experiment in config["experiments"].values()
-        if experiment["dataset"] in ENABLED_DATASETS
-        for variant in experiment["variants"]
-        if runnable(variant)
-        for seed in config["seeds"]
-    }
     return [
         rules.evaluate.output[0].format(dataset=d, variant=v, model=m, seed=s)
-        for d, v, m, s in sorted(runs)
+        for d, v, m, s in _metric_runs()
     ]
+
+
+def get_dataset_roots():
+    return {dataset: str(dataset_root(config, dataset)) for dataset in ENABLED_DATASETS}
+
+
+def _raw_inputs(dataset):
+    if config["datasets"][dataset]["synthetic"]:
+        return [rules.twins_generate.output.root.format(dataset=dataset)]
+    root = dataset_root(config, dataset)
+    paths = [
+        path for split in SPLITS for path in reader(dataset).raw_inputs(root, split)
+    ]
+    return [str(path) for path in paths]
+
+
+def get_raw_inputs_by_dataset():
+    return {dataset: _raw_inputs(dataset) for dataset in ENABLED_DATASETS}
+
+
+def get_all_raw_inputs():
+    return sorted(
+        {path for paths in get_raw_inputs_by_dataset().values() for path in paths}
+    )
+
+
+def get_annotation_files_by_dataset():
+    return {
+        dataset: expand(
+            rules.annotations_normalize.output.instances, dataset=dataset, split=SPLITS
+        )
+        for dataset in ENABLED_DATASETS
+    }
+
+
+def get_result_files():
+    """Metric JSONs and the weights behind them."""
+    weights = [
+        rules.train_model.output.weights.format(dataset=d, variant=v, model=m, seed=s)
+        for d, v, m, s in _metric_runs()
+    ]
+    return sorted(get_metric_targets() + weights)

@@ -435,3 +435,29 @@ def test_nan_metric_is_rejected(document):
     broken["metrics"]["AP"] = float("nan")
     with pytest.raises(ValueError, match=r"metrics\.AP"):
         validate_metrics_document(broken)
+
+
+def test_manifest_lists_every_raw_file_used_with_its_md5(twins, tmp_path):
+    import hashlib
+
+    from anonymization_impact.annotations import normalize_split
+    from anonymization_impact.datasets import reader
+    from anonymization_impact.provenance import manifest, raw_files_used
+
+    root = twins["cityscapes"]["root"]
+    documents = [normalize_split("cityscapes", root, split)["instances"] for split in ("train", "val")]
+    inputs = [path for split in ("train", "val") for path in reader("cityscapes").raw_inputs(root, split)]
+    files = raw_files_used(root, documents, inputs)
+    images = sum(len(document["images"]) for document in documents)
+    assert len(files) == images * 4  # leftImg8bit + gtFine instanceIds, labelIds, polygons
+    result = tmp_path / "metrics.json"
+    result.write_text("{}")
+    env = tmp_path / "data.yaml"
+    env.write_text("channels: []\n")
+    document = manifest(config={"seeds": [0]}, raw={"cityscapes": (root, files)}, results=[result], env_files=[env])
+    entry = document["raw_datasets"]["cityscapes"]
+    assert entry["files"] == len(files) == len(entry["md5"])
+    some = files[0]
+    assert entry["md5"][str(some.relative_to(root))] == hashlib.md5(some.read_bytes()).hexdigest()
+    assert document["results_md5"][str(result)] == hashlib.md5(b"{}").hexdigest()
+    assert list(document["envs_md5"]) == ["data.yaml"]

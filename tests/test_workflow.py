@@ -216,6 +216,7 @@ def test_all_plans_every_runnable_row_of_every_experiment(tmp_path):
         if v == "original" or config["variants"][v]["method"] != "realistic"
     }
     assert int(jobs["train_model"]) == int(jobs["predict"]) == int(jobs["evaluate"]) == len(runs) * len(config["seeds"])
+    assert jobs["provenance_manifest"] == "1"
 
 
 def test_planning_the_study_on_real_roots_reads_no_image(twins, tmp_path):

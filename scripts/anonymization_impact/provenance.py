@@ -107,3 +107,41 @@ def provenance(
         "training_time_s": None if training_time_s is None else float(training_time_s),
         "created_by": f"anonymization_impact {own_version()}",
     }
+
+
+def raw_files_used(root: Path, documents: list[dict], raw_inputs: list[Path]) -> list[Path]:
+    """The raw files a dataset contributed: every image the normalized annotations name, and
+    every file of the raw annotation inputs (files, or all files under directories)."""
+    files = {Path(root) / image["file_name"] for document in documents for image in document["images"]}
+    for path in map(Path, raw_inputs):
+        if path.is_dir():
+            files.update(child for child in path.rglob("*") if child.is_file() and child.name != ".snakemake_timestamp")
+        elif path.is_file():
+            files.add(path)
+    return sorted(files)
+
+
+def manifest(*, config: dict, raw: dict[str, tuple[Path, list[Path]]], results: list[Path], env_files: list[Path], progress=iter) -> dict:
+    """Everything the results were made from, with checksums: code, config, envs, the raw
+    files of each dataset (relative to its root), and the result files (weights, metrics)."""
+    commit, dirty = git_state()
+    datasets = {}
+    for dataset, (root, files) in sorted(raw.items()):
+        datasets[dataset] = {
+            "root": str(root),
+            "files": len(files),
+            "md5": {str(path.relative_to(root)) if path.is_relative_to(root) else str(path): md5_file(path) for path in progress(files)},
+        }
+    return {
+        "schema": "anonymization-impact/manifest/v1",
+        "git_commit": commit,
+        "dirty": dirty,
+        "config_sha256": config_sha256(config),
+        "config": config,
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "envs_md5": {Path(path).name: md5_file(path) for path in sorted(env_files)},
+        "raw_datasets": datasets,
+        "results_md5": {str(path): md5_file(path) for path in sorted(results)},
+        "created_by": f"anonymization_impact {own_version()}",
+    }

@@ -1,0 +1,26 @@
+# Provenance: one manifest with checksums of the code, config, envs, raw files and results.
+
+
+rule provenance_manifest:
+    input:
+        annotations=get_annotation_targets(),
+        raw=get_all_raw_inputs(),
+        results=get_result_files(),
+    output:
+        "results/provenance/manifest.json",
+    log:
+        "logs/provenance/manifest.log",
+    benchmark:
+        "benchmarks/provenance/manifest.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        config=config,
+        roots=get_dataset_roots(),
+        annotations=get_annotation_files_by_dataset(),
+        raw_inputs=get_raw_inputs_by_dataset(),
+        env_files=sorted(
+            str(path) for path in Path(workflow.basedir, "envs").glob("*.yaml")
+        ),
+    script:
+        "../scripts/write_manifest.py"
