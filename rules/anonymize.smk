@@ -60,7 +60,12 @@ rule anonymize_tree:
     output:
         root=directory("results/anonymized/{dataset}/{variant}/root"),
         audit="results/anonymized/{dataset}/{variant}/audit.json",
-        summary="results/anonymized/{dataset}/{variant}/audit.md",
+        summary=report(
+            "results/anonymized/{dataset}/{variant}/audit.md",
+            caption="../report/audit.rst",
+            category="Privacy audits",
+            subcategory="{dataset}",
+        ),
     log:
         "logs/anonymized/{dataset}/{variant}/tree.log",
     conda:

@@ -6,7 +6,11 @@ rule fig7:
         persons=get_fig7_persons(),
     output:
         pdf="results/figures/fig7.pdf",
-        png="results/figures/fig7.png",
+        png=report(
+            "results/figures/fig7.png",
+            caption="../report/fig7.rst",
+            category="Figures",
+        ),
         data="results/figures/fig7.json",
     log:
         "logs/figures/fig7.log",

@@ -7,7 +7,11 @@ rule provenance_manifest:
         raw=get_all_raw_inputs(),
         results=get_result_files(),
     output:
-        "results/provenance/manifest.json",
+        report(
+            "results/provenance/manifest.json",
+            caption="../report/manifest.rst",
+            category="Provenance",
+        ),
     log:
         "logs/provenance/manifest.log",
     benchmark:

@@ -79,6 +79,10 @@ def test_demo_data_stage_and_fig7_run_on_the_twins(tmp_path):
         validate_metrics_document(document)
         assert document["synthetic"] is True and document["training"]["backbone"] == "resnet18"
         assert document["provenance"]["annotation_md5"]
+    report = run_snakemake(tmp_path, "fig7", "anonymized_trees", "--report", "report.html", *_overlay(tmp_path, {"synthetic": SMALL, **TINY_TRAINING}))
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text()
+    assert "Privacy audits" in html and "fig7.png" in html
     figures = tmp_path / "results" / "figures"
     assert (figures / "fig7.pdf").read_bytes().startswith(b"%PDF")
     assert (figures / "fig7.png").read_bytes().startswith(b"\x89PNG")
