@@ -43,13 +43,21 @@ localrules:
     metrics,
 
 
+def _raw_inputs(dataset, splits):
+    """The files a job reading `splits` of a dataset depends on: the generated twin, or
+    the real dataset's annotation files / directories."""
+    if config["datasets"][dataset]["synthetic"]:
+        return [rules.twins_generate.output.root.format(dataset=dataset)]
+    root = dataset_root(config, dataset)
+    paths = [
+        path for split in splits for path in reader(dataset).raw_inputs(root, split)
+    ]
+    return [str(path) for path in paths]
+
+
 def get_raw_dataset_inputs(wildcards):
-    """The files a data-stage job reads: the generated twin, or the real dataset's files."""
-    if config["datasets"][wildcards.dataset]["synthetic"]:
-        return rules.twins_generate.output.root.format(dataset=wildcards.dataset)
-    root = dataset_root(config, wildcards.dataset)
     split = wildcards.split if "split" in wildcards.keys() else "train"  # trees: train
-    return [str(path) for path in reader(wildcards.dataset).raw_inputs(root, split)]
+    return _raw_inputs(wildcards.dataset, [split])
 
 
 def get_dataset_root(wildcards):
@@ -120,10 +128,9 @@ def get_anonymized_tree_targets():
     pairs = {
         (experiment["dataset"], variant)
         for experiment in config["experiments"].values()
+        if experiment["dataset"] in ENABLED_DATASETS
         for variant in experiment["variants"]
-        if variant != "original"
-        and experiment["dataset"] in ENABLED_DATASETS
-        and config["variants"][variant]["method"] in TRADITIONAL_METHODS
+        if variant != "original" and runnable(variant)
     }
     return [
         rules.anonymize_tree.output.audit.format(dataset=dataset, variant=variant)
@@ -232,18 +239,8 @@ def get_dataset_roots():
     return {dataset: str(dataset_root(config, dataset)) for dataset in ENABLED_DATASETS}
 
 
-def _raw_inputs(dataset):
-    if config["datasets"][dataset]["synthetic"]:
-        return [rules.twins_generate.output.root.format(dataset=dataset)]
-    root = dataset_root(config, dataset)
-    paths = [
-        path for split in SPLITS for path in reader(dataset).raw_inputs(root, split)
-    ]
-    return [str(path) for path in paths]
-
-
 def get_raw_inputs_by_dataset():
-    return {dataset: _raw_inputs(dataset) for dataset in ENABLED_DATASETS}
+    return {dataset: _raw_inputs(dataset, SPLITS) for dataset in ENABLED_DATASETS}
 
 
 def get_all_raw_inputs():
