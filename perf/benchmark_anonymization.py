@@ -29,7 +29,8 @@ from anonymization_impact.annotations import normalize_split  # noqa: E402
 from anonymization_impact.config import validate_config  # noqa: E402
 from anonymization_impact.masks import decode, encode  # noqa: E402
 from anonymization_impact.methods import build_method  # noqa: E402
-from anonymization_impact.trees import anonymize_pixels, decode_image, encode_image, plan_targets  # noqa: E402
+from anonymization_impact.io import decode_image  # noqa: E402
+from anonymization_impact.trees import anonymize_pixels, encode_image, plan_targets  # noqa: E402
 from anonymization_impact.twins import write_twin  # noqa: E402
 
 METHODS = {

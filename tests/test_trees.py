@@ -17,6 +17,7 @@ from anonymization_impact.annotations import normalize_split
 from anonymization_impact.audit import audit_markdown, tree_audit
 from anonymization_impact.config import validate_config
 from anonymization_impact.errors import DatasetError, WorkflowInputError
+from anonymization_impact.io import decode_image
 from anonymization_impact.masks import encode
 from anonymization_impact.methods import Blur, MaskOut, build_method
 from anonymization_impact.regions import build_face_regions
@@ -28,7 +29,6 @@ from anonymization_impact.trees import (
     anonymize_shard,
     assemble_tree,
     check_no_leak,
-    decode_image,
     plan_targets,
     region_union,
     shard_of,

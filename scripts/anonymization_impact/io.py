@@ -7,7 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DatasetError
 
@@ -60,3 +61,19 @@ def image_size(path: Path, decode: bool) -> tuple[int, int]:
             f"image {path} is corrupt or unreadable ({error}); replace it with an intact "
             "copy from the dataset's archive"
         ) from None
+
+
+def decode_image(path: Path) -> tuple[np.ndarray, str, bool]:
+    """RGB pixels as the training code sees them (EXIF orientation applied, as detectron2
+    and deep_privacy2 do), the original mode, and whether an orientation was applied."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            return np.array(oriented.convert("RGB")), image.mode, _has_orientation(image)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(f"image {path} is corrupt or unreadable ({error})") from None
+
+
+def _has_orientation(image: Image.Image) -> bool:
+    return image.getexif().get(0x0112, 1) != 1

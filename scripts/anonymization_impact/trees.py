@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .errors import DatasetError, WorkflowInputError
 from .geometry import CropGeometry, body_crop, cut_resize, expanded_box_area, face_crop, paste
-from .io import require_file, write_bytes_atomic
+from .io import decode_image, require_file, write_bytes_atomic
 from .masks import decode
 from .methods import Method, gaussian_blur
 
@@ -119,22 +119,6 @@ def region_union(targets: list[Target], height: int, width: int) -> np.ndarray:
         window, region = target.geometry.region_in_image(height, width)
         union[window] |= region
     return union
-
-
-def decode_image(path: Path) -> tuple[np.ndarray, str, bool]:
-    """RGB pixels as the training code sees them (EXIF orientation applied, as detectron2
-    and deep_privacy2 do), the original mode, and whether an orientation was applied."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            oriented = ImageOps.exif_transpose(image)
-            return np.array(oriented.convert("RGB")), image.mode, _has_orientation(image)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DatasetError(f"image {path} is corrupt or unreadable ({error})") from None
-
-
-def _has_orientation(image: Image.Image) -> bool:
-    return image.getexif().get(0x0112, 1) != 1
 
 
 def encode_image(pixels: np.ndarray, mode: str, suffix: str) -> bytes:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from ..errors import DatasetError, WorkflowInputError
-from ..io import read_json
+from ..io import decode_image, read_json, require_file
 from ..masks import decode
 
 # COCO keypoints: left/right pairs swapped by a horizontal flip.
@@ -53,13 +52,8 @@ class DetectionSamples:
     def load(self, index: int, flip: bool) -> tuple[torch.Tensor, dict]:
         image = self.images[index]
         path = self.image_root / image["file_name"]
-        try:
-            with Image.open(path) as opened:
-                pixels = np.array(ImageOps.exif_transpose(opened).convert("RGB"))
-        except FileNotFoundError:
-            raise DatasetError(f"training image {path} does not exist (annotation {image['file_name']!r})") from None
-        except OSError as error:
-            raise DatasetError(f"training image {path} is unreadable ({error})") from None
+        require_file(path, f"training annotation of image {image['file_name']!r}")
+        pixels, _, _ = decode_image(path)
         height, width = pixels.shape[:2]
         if (width, height) != (image["width"], image["height"]):
             raise DatasetError(f"training image {path} is {width}x{height}, its annotation says {image['width']}x{image['height']}")

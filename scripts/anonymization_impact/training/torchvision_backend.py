@@ -26,7 +26,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..errors import WorkflowInputError
-from ..io import write_bytes_atomic
+from ..io import decode_image, write_bytes_atomic
 from ..masks import encode
 from . import TrainingJob
 from .data import DetectionSamples, batch_indices, flip_decision
@@ -223,13 +223,10 @@ def predict(weights: Path, annotation: dict, image_root: Path, *, device: str = 
     model.load_state_dict(state["model"])
     target = select_device(device)
     model.to(target).eval()
-    from PIL import Image, ImageOps
-
     results = []
     images = annotation["images"]
     for image in progress(images) if progress else images:
-        with Image.open(Path(image_root) / image["file_name"]) as opened:
-            pixels = np.array(ImageOps.exif_transpose(opened).convert("RGB"))
+        pixels, _, _ = decode_image(Path(image_root) / image["file_name"])
         tensor = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255).to(target)
         output = {key: value.cpu() for key, value in model([tensor])[0].items()}
         for index in range(len(output["scores"])):
