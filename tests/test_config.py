@@ -53,6 +53,10 @@ def test_config_yaml_keys_are_all_in_the_schema():
             for key, value in small.items():
                 assert key in big, f"{path}.{key} dropped"
                 contained(value, big[key], f"{path}.{key}")
+        elif isinstance(small, list) and small and isinstance(small[0], dict):
+            assert len(small) == len(big), path
+            for index, (item, filled) in enumerate(zip(small, big)):
+                contained(item, filled, f"{path}[{index}]")
         else:
             assert small == big, path
 
@@ -95,6 +99,27 @@ def test_experiment_naming_an_unknown_variant_or_model_is_rejected():
         validate_config({**base, "experiments": {"t": {"dataset": "coco", "model": "m", "variants": ["original", "face-blurr"]}}})
     with pytest.raises(ConfigError, match=r"'experiments.t.model': 'r50' is not an entry of 'models'"):
         validate_config({**base, "experiments": {"t": {"dataset": "coco", "model": "r50", "variants": ["original"]}}})
+
+
+def test_report_and_fig8_naming_unknown_experiments_variants_or_models_are_rejected():
+    with open(REPO / "config.yaml") as handle:
+        raw = yaml.safe_load(handle)
+    broken = yaml.safe_load(yaml.safe_dump(raw))
+    broken["report"]["text_results"][0]["experiment"] = "table9"
+    with pytest.raises(ConfigError, match=r"'report.text_results\[0\].experiment': 'table9' is not an entry"):
+        validate_config(broken)
+    broken = yaml.safe_load(yaml.safe_dump(raw))
+    broken["report"]["text_results"][0]["variant"] = "face-blur"
+    with pytest.raises(ConfigError, match=r"'report.text_results\[0\].variant': 'face-blur' is not a row"):
+        validate_config(broken)
+    broken = yaml.safe_load(yaml.safe_dump(raw))
+    broken["fig8"]["panels"]["coco"]["models"][1] = "keypoint_rcnn_r99"
+    with pytest.raises(ConfigError, match=r"'fig8.panels.coco.models\[1\]': 'keypoint_rcnn_r99' is not an entry"):
+        validate_config(broken)
+    broken = yaml.safe_load(yaml.safe_dump(raw))
+    broken["fig8"]["panels"]["cityscapes"]["synthetic_variant"] = "body-smudge"
+    with pytest.raises(ConfigError, match=r"'fig8.panels.cityscapes.synthetic_variant': 'body-smudge'"):
+        validate_config(broken)
 
 
 def test_missing_root_names_the_key_and_the_readme_section(tmp_path):

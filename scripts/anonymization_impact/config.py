@@ -89,6 +89,32 @@ def _check_cross_references(config: dict) -> None:
                     f"config key 'experiments.{name}.variants[{index}]': {variant!r} is "
                     "neither 'original' nor an entry of 'variants'"
                 )
+    for index, entry in enumerate(config["report"]["text_results"]):
+        where = f"report.text_results[{index}]"
+        experiment = config["experiments"].get(entry["experiment"])
+        if experiment is None:
+            raise ConfigError(f"config key '{where}.experiment': {entry['experiment']!r} is not an entry of 'experiments'")
+        if entry["variant"] not in experiment["variants"]:
+            raise ConfigError(f"config key '{where}.variant': {entry['variant']!r} is not a row of experiment {entry['experiment']!r}")
+    for name, panel in config["fig8"]["panels"].items():
+        where = f"fig8.panels.{name}"
+        for key in ("variant", "synthetic_variant"):
+            if panel[key] is not None and panel[key] not in variants:
+                raise ConfigError(f"config key '{where}.{key}': {panel[key]!r} is not an entry of 'variants'")
+        for index, model in enumerate(panel["models"]):
+            if model not in models:
+                raise ConfigError(f"config key '{where}.models[{index}]': {model!r} is not an entry of 'models'")
+
+
+def experiment_target(name: str, experiment: dict) -> str:
+    """The named target (table1 ... table4, appendix) whose table holds an experiment."""
+    return experiment["target"] or name
+
+
+def fig8_variant(config: dict, panel: dict) -> str:
+    """The anonymization a Fig. 8 panel plots: its synthetic stand-in on a twin."""
+    synthetic = config["datasets"][panel["dataset"]]["synthetic"]
+    return panel["synthetic_variant"] if synthetic and panel["synthetic_variant"] else panel["variant"]
 
 
 def load_config(path: Path) -> dict:

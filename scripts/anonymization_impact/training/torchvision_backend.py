@@ -19,6 +19,7 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.detection import KeypointRCNN, MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
@@ -64,7 +65,9 @@ def build_model(architecture: str, backbone: str, num_classes: int, schedule: di
     body = BackboneWithFPN(resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [width, width * 2, width * 4, width * 8], channels)
     head = schedule["head_channels"]
     representation = 1024 if head is None else head * 4
+    anchors = AnchorGenerator(tuple((size,) for size in schedule["anchor_sizes"]), ((0.5, 1.0, 2.0),) * len(schedule["anchor_sizes"]))
     common = dict(
+        rpn_anchor_generator=anchors,
         min_size=schedule["image_min_size"],
         max_size=schedule["image_max_size"],
         rpn_pre_nms_top_n_train=schedule["rpn_pre_nms_top_n"],
