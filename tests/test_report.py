@@ -151,8 +151,9 @@ def test_rows_without_runs_show_no_numbers(tmp_path, published):
 def test_unconfigured_published_numbers_are_listed(tmp_path, published):
     report, _ = make_report(tmp_path, published)
     listed = {(n["table"], n["row"], n["metric"]) for n in report["not_configured"]}
-    assert listed == {("t1", "body_unconfigured", "AP"), ("t_unused", "original", "AP")}
-    assert "| t\\_unused | original | AP | 9.9 ± 0.1 |" in markdown(report)
+    assert listed == {("t1", "body_unconfigured", "AP"), ("t_unused", "original", "AP"), ("text_results", "minsize.before", None)}
+    text = markdown(report)
+    assert "| t\\_unused | original | AP | 9.9 ± 0.1 |" in text and "| text\\_results | minsize.before |  | 20.3 |" in text
 
 
 def test_text_results(tmp_path, published):
@@ -256,9 +257,18 @@ def test_synthetic_warning(tmp_path, published):
     assert '<div class="warning">Warning: These numbers come from the synthetic twins' in html(twin)
 
 
+def text_leaves(node, prefix=""):
+    """Dotted keys of the numbers of a nested mapping, written out independently of report.py."""
+    keys = []
+    for key, child in node.items():
+        dotted = f"{prefix}{key}"
+        keys += text_leaves(child, dotted + ".") if isinstance(child, dict) else [dotted]
+    return keys
+
+
 def test_workflow_reference_numbers_are_all_accounted_for():
-    """With the workflow's config and no runs, every published table number is compared (as
-    needs weights / missing runs, never a number) or listed as not configured."""
+    """With the workflow's config and no runs, every published number is compared (as needs
+    weights / missing runs, never a number) or listed as not configured."""
     with open(REPO / "config.yaml") as handle:
         config = validate_config(yaml.safe_load(handle))
     reference = REPO / config["report"]["published_results"]
@@ -271,7 +281,9 @@ def test_workflow_reference_numbers_are_all_accounted_for():
         for row, metrics in rows.items()
         for metric in metrics
     }
+    leaves |= {("text_results", key, None) for key in text_leaves(published["text_results"])}
     compared = {(e["published_table"], row["published_row"], m["metric"]) for e, row, m in entries(report)}
+    compared |= {("text_results", t["published_key"].removeprefix("text_results."), None) for t in report["text_results"]}
     unconfigured = {(n["table"], n["row"], n["metric"]) for n in report["not_configured"]}
     assert compared | unconfigured == leaves and not compared & unconfigured
     assert all(m["ours"] is None for _, _, m in entries(report))

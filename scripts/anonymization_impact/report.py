@@ -321,9 +321,22 @@ def _finding(claim: Claim, name: str, experiment: dict, metric: str, row, origin
     return finding
 
 
-def not_configured(published: dict, used: dict) -> list[dict]:
-    """Published table numbers that no experiment of the config compares."""
-    missing = []
+def _text_leaves(node, prefix: str):
+    """(dotted key, number) of every number under ``node``."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            yield from _text_leaves(child, f"{prefix}.{key}")
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield prefix, float(node)
+
+
+def not_configured(published: dict, used: dict, used_text: set) -> list[dict]:
+    """Published numbers that neither an experiment nor report.text_results compares."""
+    missing = [
+        {"table": "text_results", "row": key.removeprefix("text_results."), "metric": None, "paper": {"mean": value, "se": None}}
+        for key, value in _text_leaves(published.get("text_results", {}), "text_results")
+        if key not in used_text
+    ]
     for table, table_rows in published.items():
         if table == "text_results" or not isinstance(table_rows, dict):
             continue
@@ -381,7 +394,7 @@ def build_report(config: dict, runs, runnable, published, provenance: dict | Non
         "notes": notes,
         "experiments": experiments,
         "text_results": texts,
-        "not_configured": not_configured(numbers, used),
+        "not_configured": not_configured(numbers, used, {entry["published"] for entry in config["report"]["text_results"]}),
         "findings": findings(config, runs, runnable, numbers),
     }
 
@@ -407,6 +420,11 @@ def _mean_se(value: dict | None, digits: int = 2) -> str:
     if value is None:
         return "n/a"
     return _number(value["mean"], digits) + ("" if value["se"] is None else f" ± {_number(value['se'], digits)}")
+
+
+def _paper_number(value: dict) -> str:
+    """A table number as printed (one decimal, ± SE), a number of the text as given."""
+    return f"{value['mean']:g}" if value["se"] is None else _mean_se(value, 1)
 
 
 def _ours(status: str, n: int, n_expected: int, value: dict | None) -> str:
@@ -448,7 +466,7 @@ def _text_rows(report: dict) -> list[list[str]]:
             shown = "n/a"
         else:
             shown = _number(ours["value"]) + " %" if "value" in ours else _mean_se(ours)
-        paper = _number(t["paper"], 1) + (" %" if t["kind"] == "relative_drop_percent" else "")
+        paper = f"{t['paper']:g}" + (" %" if t["kind"] == "relative_drop_percent" else "")
         lines.append([t["label"], paper, shown, _signed(t["difference"]), t["note"]])
     return lines
 
@@ -505,11 +523,11 @@ def blocks(report: dict) -> list[tuple]:
         out.append(("p", "None configured (report.text_results)."))
     out.append(("h2", "Published numbers not configured"))
     if report["not_configured"]:
-        rows = [[n["table"], n["row"], metric_name(n["metric"]), _mean_se(n["paper"], 1)] for n in report["not_configured"]]
-        out.append(("p", "Published table numbers that no experiment of the config compares: not configured."))
+        rows = [[n["table"], n["row"], metric_name(n["metric"]) if n["metric"] else "", _paper_number(n["paper"])] for n in report["not_configured"]]
+        out.append(("p", "Published numbers that no experiment or report.text_results entry of the config compares: not configured."))
         out.append(("table", ["Table", "Row", "Metric", "Paper"], rows))
     else:
-        out.append(("p", "None: every published table number is compared."))
+        out.append(("p", "None: every published number is compared."))
     out.append(("h2", "Findings"))
     out.append(("list", [f"({claim.key}) {claim.statement}" for claim in CLAIMS]))
     if report["findings"]:
