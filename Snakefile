@@ -18,13 +18,17 @@ include: "rules/anonymize.smk"
 include: "rules/training.smk"
 include: "rules/figures.smk"
 include: "rules/provenance.smk"
+include: "rules/tables.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         get_annotation_targets(),
-        rules.fig7.output,
         rules.anonymized_trees.input,
         rules.metrics.input,
+        rules.tables.input,
+        rules.figures.input,
+        rules.report.input,
         rules.provenance_manifest.output,

@@ -4,16 +4,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
-from anonymization_impact import DATASETS, SPLITS
+from anonymization_impact import DATASETS, SPLITS, TASKS
 from anonymization_impact.config import (
     check_dataset_roots,
     dataset_root,
     enabled_datasets,
+    experiment_target,
+    fig8_variant,
     validate_config,
 )
 from anonymization_impact.datasets import reader
 from anonymization_impact.errors import WorkflowInputError
-from anonymization_impact.training import TASKS
 
 try:
     _validated = validate_config(config)
@@ -23,6 +24,9 @@ except WorkflowInputError as error:
 config.update(_validated)
 
 ENABLED_DATASETS = enabled_datasets(config)
+TABLE_TARGETS = sorted(
+    {experiment_target(name, exp) for name, exp in config["experiments"].items()}
+)
 
 
 wildcard_constraints:
@@ -32,15 +36,28 @@ wildcard_constraints:
     model="|".join(config["models"]) or "(?!)",
     shard=r"\d+",
     seed=r"\d+",
+    target="|".join(TABLE_TARGETS) or "(?!)",
 
 
 localrules:
     all,
     fig7,
+    fig8,
+    figures_qualitative,
+    figures,
     anonymize_tree,
     anonymized_trees,
     weights_download,
     metrics,
+    tables_latex,
+    table1,
+    table2,
+    table3,
+    table4,
+    appendix,
+    tables,
+    report_reproduction,
+    report,
 
 
 def _raw_inputs(dataset, splits):
@@ -146,7 +163,8 @@ def get_schedule(dataset):
 
 def get_backbone(wildcards):
     schedule = get_schedule(wildcards.dataset)
-    return schedule["backbone"] or config["models"][wildcards.model]["backbone"]
+    backbone = config["models"][wildcards.model]["backbone"]
+    return schedule["backbones"].get(backbone, backbone)
 
 
 def get_training_image_root(wildcards):
@@ -214,25 +232,124 @@ def runnable(variant):
     )
 
 
+def _runs(dataset, model, variants):
+    """(dataset, variant, model, seed) of every runnable variant."""
+    if dataset not in ENABLED_DATASETS:
+        return set()
+    return {
+        (dataset, variant, model, seed)
+        for variant in variants
+        if runnable(variant)
+        for seed in config["seeds"]
+    }
+
+
+def _experiment_runs(experiment):
+    return _runs(experiment["dataset"], experiment["model"], experiment["variants"])
+
+
+def _fig8_runs():
+    """Original and plotted variant of every Fig. 8 panel, for each of its models."""
+    runs = set()
+    for panel in config["fig8"]["panels"].values():
+        variants = ["original", fig8_variant(config, panel)]
+        for model in panel["models"]:
+            runs |= _runs(panel["dataset"], model, variants)
+    return runs
+
+
+def _all_experiment_runs():
+    runs = set()
+    for experiment in config["experiments"].values():
+        runs |= _experiment_runs(experiment)
+    return runs
+
+
 def _metric_runs():
-    """(dataset, variant, model, seed) of every runnable row of every experiment."""
-    return sorted(
-        {
-            (experiment["dataset"], variant, experiment["model"], seed)
-            for experiment in config["experiments"].values()
-            if experiment["dataset"] in ENABLED_DATASETS
-            for variant in experiment["variants"]
-            if runnable(variant)
-            for seed in config["seeds"]
-        }
-    )
+    """Every run any table, figure or the report needs."""
+    return sorted(_all_experiment_runs() | _fig8_runs())
+
+
+def _metric_paths(runs):
+    return [
+        rules.evaluate.output[0].format(dataset=d, variant=v, model=m, seed=s)
+        for d, v, m, s in sorted(runs)
+    ]
 
 
 def get_metric_targets():
-    return [
-        rules.evaluate.output[0].format(dataset=d, variant=v, model=m, seed=s)
-        for d, v, m, s in _metric_runs()
+    return _metric_paths(_metric_runs())
+
+
+def get_table_metrics(wildcards):
+    runs = set()
+    for name, experiment in config["experiments"].items():
+        if experiment_target(name, experiment) == wildcards.target:
+            runs |= _experiment_runs(experiment)
+    return _metric_paths(runs)
+
+
+def get_table(target):
+    """The LaTeX table of a named target (table1 ... table4, appendix), if configured."""
+    if target not in TABLE_TARGETS:
+        return []
+    return rules.tables_latex.output.tex.format(target=target)
+
+
+def get_experiment_metrics():
+    """Metric files of every experiment (the tables and the reproduction report)."""
+    return _metric_paths(_all_experiment_runs())
+
+
+def get_published_results():
+    """The paper's numbers; a relative path is relative to this workflow."""
+    return str(Path(workflow.basedir, config["report"]["published_results"]))
+
+
+def get_fig8_metrics():
+    return _metric_paths(_fig8_runs())
+
+
+def get_runnable_variants():
+    """Whether each variant's anonymized data can be made here (for 'needs weights')."""
+    return {variant: runnable(variant) for variant in ["original", *config["variants"]]}
+
+
+def get_dataset_variants(dataset):
+    """Every variant the experiments train on for a dataset, in config order."""
+    variants = {"original": None}
+    for experiment in config["experiments"].values():
+        if experiment["dataset"] == dataset:
+            variants.update(dict.fromkeys(experiment["variants"]))
+    return list(variants)
+
+
+def get_qualitative_inputs(wildcards):
+    trees = [
+        rules.anonymize_tree.output.audit.format(dataset=wildcards.dataset, variant=v)
+        for v in get_dataset_variants(wildcards.dataset)
+        if v != "original" and runnable(v)
     ]
+    return {
+        "persons": rules.annotations_normalize.output.persons.format(
+            dataset=wildcards.dataset, split="train"
+        ),
+        "faces": rules.faces_match.output[0].format(dataset=wildcards.dataset),
+        "trees": trees,
+    }
+
+
+def get_qualitative_targets():
+    return expand(
+        rules.figures_qualitative.output.png,
+        dataset=[
+            d for d in ENABLED_DATASETS if get_dataset_variants(d) != ["original"]
+        ],
+    )
+
+
+def get_table_targets():
+    return expand(rules.tables_latex.output.tex, target=TABLE_TARGETS)
 
 
 def get_dataset_roots():

@@ -7,3 +7,5 @@ script directory on ``sys.path``, so the package imports from every rule (also u
 
 DATASETS = ("coco", "cityscapes", "bdd100k")
 SPLITS = ("train", "val")
+# the evaluation task of each detector architecture
+TASKS = {"mask_rcnn": "instance_segmentation", "keypoint_rcnn": "keypoints"}

@@ -30,7 +30,6 @@ import logging
 import math
 import shutil
 from importlib import metadata
-from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -39,19 +38,19 @@ from PIL import Image
 from . import DATASETS
 from .errors import WorkflowInputError
 from .masks import decode
+from .metrics import (  # noqa: F401 (the metric JSON schema, re-exported)
+    DOCUMENT_KEYS,
+    EVALUATORS,
+    PERSON_CLASS,
+    PROVENANCE_KEYS,
+    REQUIRED_METRICS,
+    SCHEMA,
+    TASKS,
+    is_number,
+    metrics_document,
+    validate_metrics_document,
+)
 
-SCHEMA = "anonymization-impact/metrics/v1"
-TASKS = ("instance_segmentation", "keypoints")
-EVALUATORS = ("pycocotools", "cityscapesscripts")
-# the dataset's own name of the person class (AP_person)
-PERSON_CLASS = {"coco": "person", "cityscapes": "person", "bdd100k": "pedestrian"}
-# metric keys that a document must have, per (dataset, task): the paper's table columns
-REQUIRED_METRICS = {
-    ("cityscapes", "instance_segmentation"): ("AP", "AP50", "AP_person"),
-    ("bdd100k", "instance_segmentation"): ("AP", "AP50", "AP_person"),
-    ("coco", "instance_segmentation"): ("box_AP", "mask_AP", "AP", "AP50", "AP_person"),
-    ("coco", "keypoints"): ("box_AP", "kp_AP"),
-}
 # label ids of cityscapesscripts' 8 evaluated classes (helpers/labels.py)
 CITYSCAPES_LABEL_IDS = {"person": 24, "rider": 25, "car": 26, "truck": 27, "bus": 28, "train": 31, "motorcycle": 32, "bicycle": 33}
 NUM_KEYPOINTS = 17
@@ -81,10 +80,6 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def _check_ground_truth(ground_truth: dict) -> None:
@@ -119,10 +114,10 @@ def _check_predictions(task: str, ground_truth: dict, predictions: list[dict]) -
                 f"{where} has category_id {prediction['category_id']!r}, which is not a category of the "
                 f"ground truth (ids {sorted(categories)}); map the model's labels to the annotation's category ids"
             )
-        if not _is_number(prediction["score"]):
+        if not is_number(prediction["score"]):
             raise WorkflowInputError(f"{where} has score {prediction['score']!r}; expected a finite number")
         bbox = prediction["bbox"]
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
             raise WorkflowInputError(f"{where} has bbox {bbox!r}; expected [x, y, width, height]")
         if task == "instance_segmentation":
             segmentation = prediction.get("segmentation")
@@ -141,7 +136,7 @@ def _check_predictions(task: str, ground_truth: dict, predictions: list[dict]) -
             keypoints = prediction.get("keypoints")
             if keypoints is None:
                 raise WorkflowInputError(f"{where} has no 'keypoints'; the keypoint task needs 17 x (x, y, score) per prediction")
-            if not isinstance(keypoints, (list, tuple)) or len(keypoints) != 3 * NUM_KEYPOINTS or not all(_is_number(v) for v in keypoints):
+            if not isinstance(keypoints, (list, tuple)) or len(keypoints) != 3 * NUM_KEYPOINTS or not all(is_number(v) for v in keypoints):
                 raise WorkflowInputError(f"{where} has {len(keypoints) if isinstance(keypoints, (list, tuple)) else keypoints!r} keypoint values; expected 51 numbers")
 
 
@@ -413,79 +408,3 @@ def evaluate(dataset: str, task: str, ground_truth: dict, predictions: list[dict
     else:
         result["evaluator"] = {"name": "pycocotools", "version": _version("pycocotools")}
     return result
-
-
-# --------------------------------------------------------------------------- metric JSON
-
-DOCUMENT_KEYS = ("schema", "dataset", "variant", "model", "seed", "task", "synthetic", "metrics", "per_class_AP", "evaluator", "provenance")
-PROVENANCE_KEYS = ("git_commit", "dirty", "config_sha256", "seed", "packages", "python", "device", "annotation_md5", "files_md5", "training_time_s", "created_by")
-
-
-def metrics_document(*, dataset, variant, model, seed, task, metrics, per_class_ap, evaluator, provenance, synthetic: bool) -> dict:
-    """The metric JSON of one (dataset, variant, model, seed); see docs/metrics.md."""
-    document = {
-        "schema": SCHEMA,
-        "dataset": dataset,
-        "variant": variant,
-        "model": model,
-        "seed": seed,
-        "task": task,
-        "synthetic": bool(synthetic),
-        "metrics": dict(metrics),
-        "per_class_AP": dict(per_class_ap),
-        "evaluator": dict(evaluator),
-        "provenance": provenance,
-    }
-    validate_metrics_document(document)
-    return document
-
-
-def _metric_value_ok(value) -> bool:
-    return value is None or _is_number(value)
-
-
-def validate_metrics_document(doc) -> None:
-    """Raise ValueError naming the first missing or wrong key of a metric document."""
-    if not isinstance(doc, dict):
-        raise ValueError(f"metric document must be a JSON object, not {type(doc).__name__}")
-    for key in DOCUMENT_KEYS:
-        if key not in doc:
-            raise ValueError(f"metric document lacks key '{key}'")
-    if doc["schema"] != SCHEMA:
-        raise ValueError(f"metric document key 'schema' is {doc['schema']!r}, expected {SCHEMA!r}")
-    if doc["dataset"] not in DATASETS:
-        raise ValueError(f"metric document key 'dataset' is {doc['dataset']!r}, expected one of {', '.join(DATASETS)}")
-    if doc["task"] not in TASKS:
-        raise ValueError(f"metric document key 'task' is {doc['task']!r}, expected one of {', '.join(TASKS)}")
-    for key in ("variant", "model"):
-        if not isinstance(doc[key], str) or not doc[key]:
-            raise ValueError(f"metric document key '{key}' must be a non-empty string, not {doc[key]!r}")
-    if not isinstance(doc["seed"], int) or isinstance(doc["seed"], bool):
-        raise ValueError(f"metric document key 'seed' must be an integer, not {doc['seed']!r}")
-    if not isinstance(doc["synthetic"], bool):
-        raise ValueError(f"metric document key 'synthetic' must be true or false, not {doc['synthetic']!r}")
-    required = REQUIRED_METRICS.get((doc["dataset"], doc["task"]))
-    if required is None:
-        raise ValueError(f"metric document key 'task': {doc['task']!r} is not evaluated for {doc['dataset']}")
-    for section in ("metrics", "per_class_AP"):
-        if not isinstance(doc[section], dict):
-            raise ValueError(f"metric document key '{section}' must be an object")
-        for name, value in doc[section].items():
-            if not _metric_value_ok(value):
-                raise ValueError(f"metric document key '{section}.{name}' must be a number (percent) or null, not {value!r}")
-    for name in required:
-        if name not in doc["metrics"]:
-            raise ValueError(f"metric document lacks key 'metrics.{name}' (required for {doc['dataset']} {doc['task']})")
-    evaluator = doc["evaluator"]
-    if not isinstance(evaluator, dict) or evaluator.get("name") not in EVALUATORS:
-        raise ValueError(f"metric document key 'evaluator.name' must be one of {', '.join(EVALUATORS)}")
-    if not isinstance(evaluator.get("version"), str):
-        raise ValueError("metric document lacks key 'evaluator.version' (a string)")
-    provenance = doc["provenance"]
-    if not isinstance(provenance, dict):
-        raise ValueError("metric document key 'provenance' must be an object")
-    for key in PROVENANCE_KEYS:
-        if key not in provenance:
-            raise ValueError(f"metric document lacks key 'provenance.{key}'")
-    if provenance["seed"] != doc["seed"]:
-        raise ValueError(f"metric document key 'provenance.seed' is {provenance['seed']!r} but 'seed' is {doc['seed']!r}")

@@ -20,7 +20,7 @@ from .errors import WorkflowInputError
 from .provenance import md5_file
 from .results import RAN, relative_drop_percent, welch_t_test
 from .tables import check_unique_runs, experiment_rows, is_synthetic, metric_name, row_names
-from .training import TASKS
+from . import TASKS
 
 SCHEMA = "anonymization-impact/report/v1"
 SIGNIFICANCE = 0.05

@@ -14,9 +14,9 @@ from pathlib import Path
 from statistics import fmean, stdev
 
 from .errors import WorkflowInputError
-from .evaluation import REQUIRED_METRICS, validate_metrics_document
+from .metrics import REQUIRED_METRICS, validate_metrics_document
 from .io import read_json
-from .training import TASKS
+from . import TASKS
 
 RAN, NEEDS_WEIGHTS, MISSING = "ran", "needs_weights", "missing"
 

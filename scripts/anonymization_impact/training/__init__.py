@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-TASKS = {"mask_rcnn": "instance_segmentation", "keypoint_rcnn": "keypoints"}
+from .. import TASKS
 
 
 @dataclass
