@@ -1,6 +1,7 @@
 # Config validation, wildcard constraints and input functions shared by all rules.
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
@@ -37,6 +38,7 @@ wildcard_constraints:
     shard=r"\d+",
     seed=r"\d+",
     target="|".join(TABLE_TARGETS) or "(?!)",
+    backbone=r"resnet\d+",
 
 
 localrules:
@@ -189,6 +191,15 @@ def get_training_inputs(wildcards):
 
 
 def get_init_weights(wildcards):
+    """ImageNet weights from `weights`; on a twin, its stand-in (pre-trained by this workflow)."""
+    if config["datasets"][wildcards.dataset]["synthetic"]:
+        backbone = get_backbone(wildcards)
+        return {
+            "name": f"{backbone} pre-trained on the twins' pretraining images",
+            "path": rules.twins_pretrain_backbone.output[0].format(backbone=backbone),
+            "sha256": None,  # made here; its md5 is in the provenance manifest
+            "url": None,
+        }
     name = f"{get_backbone(wildcards)}_imagenet"
     if name not in config["weights"]:
         raise WorkflowInputError(
@@ -221,6 +232,28 @@ def get_training_job_settings(wildcards):
         "init_weights": (
             get_init_weights(wildcards) if schedule["init"] == "imagenet" else None
         ),
+    }
+
+
+def get_pretraining_job_settings(wildcards):
+    """The twins' schedule from scratch on the pretraining images, all stages trained."""
+    pretraining = config["synthetic"]["pretraining"]
+    schedule = {
+        **config["training"]["synthetic"],
+        "init": "scratch",
+        "trainable_backbone_layers": 5,
+        "iterations": pretraining["iterations"],
+        "base_lr": pretraining["base_lr"],
+    }
+    return {
+        "architecture": "mask_rcnn",
+        "backbone": wildcards.backbone,
+        "schedule": schedule,
+        "seed": pretraining["seed"],
+        "checkpoint_every": config["training"]["checkpoint_every"],
+        "device": config["training"]["device"],
+        "amp": config["training"]["amp"],
+        "init_weights": None,
     }
 
 
@@ -376,9 +409,14 @@ def get_annotation_files_by_dataset():
 
 
 def get_result_files():
-    """Metric JSONs and the weights behind them."""
-    weights = [
+    """Metric JSONs, the weights behind them and the weights they started from."""
+    runs = _metric_runs()
+    weights = {
         rules.train_model.output.weights.format(dataset=d, variant=v, model=m, seed=s)
-        for d, v, m, s in _metric_runs()
-    ]
-    return sorted(get_metric_targets() + weights)
+        for d, v, m, s in runs
+    }
+    for dataset, _, model, _ in runs:
+        if get_schedule(dataset)["init"] == "imagenet":
+            run = SimpleNamespace(dataset=dataset, model=model)
+            weights.add(get_init_weights(run)["path"])
+    return sorted(get_metric_targets() + list(weights))

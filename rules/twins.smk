@@ -16,3 +16,39 @@ rule twins_generate:
         synthetic=config["synthetic"],
     script:
         "../scripts/generate_twin.py"
+
+
+rule twins_pretraining_set:
+    output:
+        root=directory("resources/twins/pretraining/coco"),
+        annotation="resources/twins/pretraining/instances.json",
+    log:
+        "logs/twins/pretraining_set.log",
+    benchmark:
+        "benchmarks/twins/pretraining_set.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        pretraining=config["synthetic"]["pretraining"],
+    script:
+        "../scripts/generate_pretraining_set.py"
+
+
+rule twins_pretrain_backbone:
+    input:
+        annotation=rules.twins_pretraining_set.output.annotation,
+        root=rules.twins_pretraining_set.output.root,
+    output:
+        "resources/twins/pretraining/{backbone}.pth",
+    log:
+        "logs/twins/pretrain_{backbone}.log",
+    benchmark:
+        "benchmarks/twins/pretrain_{backbone}.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: config["training"]["threads"]
+    params:
+        job=get_pretraining_job_settings,
+        checkpoint_dir="resources/twins/pretraining/{backbone}_checkpoints",
+    script:
+        "../scripts/pretrain_backbone.py"

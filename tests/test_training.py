@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 from anonymization_impact.annotations import normalize_split
 from anonymization_impact.config import validate_config
@@ -26,7 +27,7 @@ from conftest import REPO
 
 TINY = {
     "image_min_size": 64, "image_max_size": 128, "batch_size": 2, "iterations": 6, "base_lr": 0.005,
-    "lr_steps": [0.5], "warmup_iterations": 2, "backbone": "resnet18", "fpn_channels": 16, "head_channels": 16,
+    "lr_steps": [0.5], "warmup_iterations": 2, "fpn_channels": 16, "head_channels": 16,
     "rpn_pre_nms_top_n": 50, "rpn_post_nms_top_n": 25, "box_batch_size_per_image": 16,
     "trainable_backbone_layers": 5, "init": "scratch",
 }
@@ -73,6 +74,48 @@ def test_learning_rate_warms_up_then_steps():
     assert learning_rate(10, schedule) == pytest.approx(0.1)
     assert learning_rate(50, schedule) == pytest.approx(0.01)
     assert learning_rate(80, schedule) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50"])
+def test_backbones_at_full_width_are_torchvisions_resnets(backbone):
+    """Full width builds torchvision's own ResNet (its ImageNet weights load by name)."""
+    torch.manual_seed(0)
+    ours = backend.resnet(backbone, 64, torch.nn.BatchNorm2d)
+    reference = getattr(torchvision.models, backbone)(weights=None)
+    assert type(ours) is torchvision.models.ResNet
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+
+
+def test_narrow_backbones_keep_the_stage_layout_and_train():
+    narrow = backend.resnet("resnet34", 16, torch.nn.BatchNorm2d)
+    assert [len(getattr(narrow, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+    assert [getattr(narrow, f"layer{i}")[-1].conv2.out_channels for i in range(1, 5)] == [16, 32, 64, 128]
+    shallow = backend.resnet("resnet10", 16, torch.nn.BatchNorm2d)
+    assert [len(getattr(shallow, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    model = backend.build_model("mask_rcnn", "resnet10", 3, tiny_schedule(backbone_width=16), None)
+    model.train()
+    images = [torch.rand(3, 64, 96)]
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 40.0, 50.0]]), "labels": torch.tensor([1]), "masks": torch.zeros(1, 64, 96, dtype=torch.uint8)}]
+    losses = model(images, targets)
+    assert all(torch.isfinite(value) for value in losses.values())
+
+
+def test_a_trained_detectors_backbone_initializes_another_and_a_misfit_is_named(tmp_path):
+    """The twins' stand-in for ImageNet: the backbone of a pre-trained detector, without fc."""
+    schedule = tiny_schedule(backbone_width=16)
+    donor = backend.build_model("mask_rcnn", "resnet10", 5, schedule, None)
+    torch.save({"model": donor.state_dict()}, tmp_path / "detector.pth")
+    state = backend.backbone_state(tmp_path / "detector.pth")
+    assert not any(key.startswith("fc.") for key in state)
+    torch.save(state, tmp_path / "backbone.pth")
+    pretrained = tiny_schedule(backbone_width=16, init="imagenet", trainable_backbone_layers=3)
+    model = backend.build_model("mask_rcnn", "resnet10", 3, pretrained, tmp_path / "backbone.pth")
+    loaded = model.backbone.body.state_dict()  # FrozenBatchNorm2d keeps no num_batches_tracked
+    assert loaded and all(torch.equal(value, state[key]) for key, value in loaded.items())
+    with pytest.raises(WorkflowInputError, match="do not fit a resnet18 of width 16"):
+        backend.build_model("mask_rcnn", "resnet18", 3, pretrained, tmp_path / "backbone.pth")
+    with pytest.raises(WorkflowInputError, match="do not fit a resnet10 of width 32"):
+        backend.build_model("mask_rcnn", "resnet10", 3, tiny_schedule(backbone_width=32, init="imagenet"), tmp_path / "backbone.pth")
 
 
 @pytest.mark.parametrize("dataset", ["cityscapes", "coco"])

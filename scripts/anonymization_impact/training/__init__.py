@@ -31,6 +31,28 @@ class TrainingJob:
     threads: int = 2
     fingerprint_extra: dict = field(default_factory=dict)  # anything else a checkpoint must match
 
+    @classmethod
+    def from_settings(cls, settings: dict, *, image_root, annotation, output, checkpoint_dir, threads: int) -> "TrainingJob":
+        """A job from the settings a rule passes (common.smk's get_training_job_settings)."""
+        from .weights import verify_weights
+
+        init = settings["init_weights"]
+        return cls(
+            image_root=Path(image_root),
+            annotation=Path(annotation),
+            architecture=settings["architecture"],
+            backbone=settings["backbone"],
+            schedule=settings["schedule"],
+            seed=settings["seed"],
+            output=Path(output),
+            checkpoint_dir=Path(checkpoint_dir),
+            checkpoint_every=settings["checkpoint_every"],
+            init_weights=verify_weights(init["name"], init) if init else None,
+            device=settings["device"],
+            amp=settings["amp"],
+            threads=threads,
+        )
+
     @property
     def task(self) -> str:
         return TASKS[self.architecture]

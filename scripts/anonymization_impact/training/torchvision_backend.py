@@ -19,6 +19,7 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.detection import KeypointRCNN, MaskRCNN
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -49,20 +50,83 @@ def select_device(requested: str) -> torch.device:
     return torch.device("cuda")
 
 
+# Block type and blocks per stage; resnet10 is the smallest layout, for the twins' Fig. 8.
+RESNET_LAYOUTS = {
+    "resnet10": (BasicBlock, [1, 1, 1, 1]),
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+    "resnet101": (Bottleneck, [3, 4, 23, 3]),
+    "resnet152": (Bottleneck, [3, 8, 36, 3]),
+}
+
+
+class NarrowResNet(ResNet):
+    """torchvision's ResNet with ``width`` instead of 64 channels in its first stage.
+
+    Same module names and initialization as torchvision's, so the FPN and the stage freezing
+    treat it alike; a width of 16 makes a detector the twins can train in seconds.
+    """
+
+    def __init__(self, block, layers: list[int], width: int, norm_layer):
+        nn.Module.__init__(self)
+        self._norm_layer, self.inplanes, self.dilation, self.groups, self.base_width = norm_layer, width, 1, 1, 64
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
+        self.fc = nn.Linear(width * 8 * block.expansion, 1)  # unused; its width names the stages'
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.constant_(module.weight, 1)
+                nn.init.constant_(module.bias, 0)
+
+
+def resnet(backbone: str, width: int, norm_layer) -> ResNet:
+    block, layers = RESNET_LAYOUTS[backbone]
+    if width == 64:
+        return ResNet(block, layers, norm_layer=norm_layer)
+    return NarrowResNet(block, layers, width, norm_layer)
+
+
+def load_backbone(body: ResNet, path: Path, backbone: str, width: int) -> None:
+    """Load initial backbone weights; a file without the classifier (``fc``, unused by the
+    detector: the twins' pre-trained backbones) is accepted, any other difference is not."""
+    try:
+        missing, unexpected = body.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=False)
+    except RuntimeError as error:  # shapes differ
+        raise WorkflowInputError(f"initial weights {path} do not fit a {backbone} of width {width}: {str(error).splitlines()[-1].strip()}") from None
+    if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
+        raise WorkflowInputError(f"initial weights {path} do not fit a {backbone} of width {width}: missing {sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]}")
+
+
+def backbone_state(detector_weights: Path) -> dict:
+    """The ResNet weights inside a trained detector's file (what a backbone is initialized from)."""
+    state = torch.load(detector_weights, map_location="cpu", weights_only=False)["model"]
+    prefix = "backbone.body."
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
 def build_model(architecture: str, backbone: str, num_classes: int, schedule: dict, init_weights: Path | None) -> nn.Module:
     """Mask / Keypoint R-CNN with a ResNet-FPN backbone and the schedule's sizes."""
     pretrained = schedule["init"] == "imagenet"
-    resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
+    resnet_body = resnet(backbone, schedule["backbone_width"], FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
     if pretrained:
-        resnet.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
+        load_backbone(resnet_body, init_weights, backbone, schedule["backbone_width"])
     trainable = STAGES[: schedule["trainable_backbone_layers"]]
     if schedule["trainable_backbone_layers"] == 5:
         trainable.append("bn1")
-    for name, parameter in resnet.named_parameters():
+    for name, parameter in resnet_body.named_parameters():
         parameter.requires_grad_(any(name.startswith(stage) for stage in trainable))
-    width = resnet.fc.in_features // 8  # channels of layer1 (64 basic block, 256 bottleneck)
+    width = resnet_body.fc.in_features // 8  # channels of layer1 (64 basic block, 256 bottleneck)
     channels = schedule["fpn_channels"]
-    body = BackboneWithFPN(resnet, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [width, width * 2, width * 4, width * 8], channels)
+    body = BackboneWithFPN(resnet_body, {f"layer{i}": str(i - 1) for i in range(1, 5)}, [width, width * 2, width * 4, width * 8], channels)
     head = schedule["head_channels"]
     representation = 1024 if head is None else head * 4
     anchors = AnchorGenerator(tuple((size,) for size in schedule["anchor_sizes"]), ((0.5, 1.0, 2.0),) * len(schedule["anchor_sizes"]))
@@ -91,7 +155,7 @@ def _fingerprint(job: TrainingJob) -> str:
     return hashlib.sha256(json.dumps(job.description(), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _save_atomic(payload: dict, path: Path) -> None:
+def save_atomic(payload: dict, path: Path) -> None:
     """torch.save through a buffer: the archive then gets a fixed internal name (saving to a
     temporary file would embed its random name), so equal weights give equal bytes."""
     buffer = io.BytesIO()
@@ -129,7 +193,7 @@ def _resume(job: TrainingJob, model, optimizer) -> int:
 
 
 def _checkpoint(job: TrainingJob, model, optimizer, iteration: int) -> None:
-    _save_atomic(
+    save_atomic(
         {
             "fingerprint": _fingerprint(job),
             "description": job.description(),
@@ -202,7 +266,7 @@ def train(job: TrainingJob, progress=None) -> dict:
             log.info("iteration %d lr %.5f loss %.4f %s", iteration, learning_rate(iteration, schedule), loss.item(), {k: round(v.item(), 4) for k, v in losses.items()})
         if (iteration + 1) % job.checkpoint_every == 0 and iteration + 1 < schedule["iterations"]:
             _checkpoint(job, model, optimizer, iteration + 1)
-    _save_atomic(
+    save_atomic(
         {
             "model": model.state_dict(),
             "architecture": job.architecture,

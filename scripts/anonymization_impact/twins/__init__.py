@@ -19,7 +19,7 @@ _MODULES = {"coco": coco, "cityscapes": cityscapes, "bdd100k": bdd100k}
 # the first images of every split are reserved for the special cases every twin must contain
 MIN_IMAGES_PER_SPLIT = 4
 
-__all__ = ["TWIN_DATASETS", "MIN_IMAGES_PER_SPLIT", "write_twin"]
+__all__ = ["TWIN_DATASETS", "MIN_IMAGES_PER_SPLIT", "write_pretraining_set", "write_twin"]
 
 
 def write_twin(dataset: str, root: Path, truth_path: Path, faces_path: Path, *,
@@ -63,3 +63,22 @@ def write_twin(dataset: str, root: Path, truth_path: Path, faces_path: Path, *,
     faces_path.parent.mkdir(parents=True, exist_ok=True)
     truth_path.write_text(json.dumps(truth, sort_keys=True, indent=1) + "\n")
     faces_path.write_text(json.dumps(faces_document(detections), sort_keys=True, indent=1) + "\n")
+
+
+def write_pretraining_set(root: Path, annotation: Path, *, seed: int, images: int) -> int:
+    """COCO-style twin images for pre-training the twins' backbones, and their normalized
+    instances JSON; returns the number of images.
+
+    A seed of its own keeps these images apart from every twin's training and validation
+    images, as ImageNet is apart from COCO. The truth manifest and simulated faces are not
+    needed and stay in a scratch directory next to ``root``.
+    """
+    from ..annotations import normalize_split
+    from ..io import write_json_atomic
+
+    root, annotation = Path(root), Path(annotation)
+    scratch = root.parent / f".{root.name}_unused"
+    write_twin("coco", root, scratch / "truth.json", scratch / "faces.json", n_train=images, n_val=MIN_IMAGES_PER_SPLIT, seed=seed)
+    instances = normalize_split("coco", root, "train")["instances"]
+    write_json_atomic(annotation, instances)
+    return len(instances["images"])
