@@ -32,3 +32,4 @@ rule all:
         rules.figures.input,
         rules.report.input,
         rules.provenance_manifest.output,
+        rules.archive_results.output,
