@@ -13,9 +13,11 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-## Run the workflow on the embedded default: the synthetic twins of COCO, Cityscapes and BDD100K.
+## Run the workflow on the embedded default: the synthetic twins of COCO, Cityscapes and BDD100K,
+## then write the browsable Snakemake report (tables, figures, audits, provenance).
 demo: venv
 	$(BIN)/snakemake --cores $(CORES) all
+	$(BIN)/snakemake --report results/report/snakemake-report.html
 
 ## Run the test suite (unit tests, lint, format check, a real run of the data stage).
 test: venv
