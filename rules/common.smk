@@ -16,6 +16,7 @@ from anonymization_impact.config import (
 )
 from anonymization_impact.datasets import reader
 from anonymization_impact.errors import WorkflowInputError
+from anonymization_impact.training import BACKEND_ENVS, init_weights_name
 
 try:
     _validated = validate_config(config)
@@ -157,10 +158,29 @@ def get_anonymized_tree_targets():
     ]
 
 
+def _schedule_name(dataset):
+    return "synthetic" if config["datasets"][dataset]["synthetic"] else dataset
+
+
 def get_schedule(dataset):
     """The twins' CPU schedule, or the paper's schedule of a real dataset."""
-    synthetic = config["datasets"][dataset]["synthetic"]
-    return config["training"]["synthetic" if synthetic else dataset]
+    return config["training"][_schedule_name(dataset)]
+
+
+def get_training_backend(wildcards):
+    """The model's own backend, else its schedule's (training.backends): the twins train
+    with torchvision, real datasets with the paper's framework."""
+    model = config["models"][wildcards.model]
+    return (
+        model["backend"]
+        or config["training"]["backends"][_schedule_name(wildcards.dataset)]
+    )
+
+
+def get_training_env(wildcards):
+    """The conda env of a run's backend (training.stack: paper or current)."""
+    backend = get_training_backend(wildcards)
+    return f"../{BACKEND_ENVS[backend][config['training']['stack']]}"
 
 
 def get_backbone(wildcards):
@@ -185,13 +205,15 @@ def get_training_inputs(wildcards):
         inputs["raw"] = get_raw_dataset_inputs(wildcards)
     else:
         inputs["tree"] = get_training_image_root(wildcards)
-    if get_schedule(wildcards.dataset)["init"] == "imagenet":
+    if get_schedule(wildcards.dataset)["init"] != "scratch":
         inputs["init_weights"] = get_init_weights(wildcards)["path"]
     return inputs
 
 
 def get_init_weights(wildcards):
-    """ImageNet weights from `weights`; on a twin, its stand-in (pre-trained by this workflow)."""
+    """The `weights` entry a run starts from (its backend's ImageNet ResNet, or detectron2's
+    COCO Mask R-CNN for init coco); on a twin, its stand-in (pre-trained by this workflow).
+    """
     if config["datasets"][wildcards.dataset]["synthetic"]:
         backbone = get_backbone(wildcards)
         return {
@@ -200,10 +222,13 @@ def get_init_weights(wildcards):
             "sha256": None,  # made here; its md5 is in the provenance manifest
             "url": None,
         }
-    name = f"{get_backbone(wildcards)}_imagenet"
+    init = get_schedule(wildcards.dataset)["init"]
+    backend = get_training_backend(wildcards)
+    name = init_weights_name(backend, init, get_backbone(wildcards))
     if name not in config["weights"]:
         raise WorkflowInputError(
-            f"config key 'weights.{name}' is missing: the ImageNet initialization of {get_backbone(wildcards)}"
+            f"config key 'weights.{name}' is missing: the {init} initialization of "
+            f"{get_backbone(wildcards)} for the {backend} backend"
         )
     return {"name": name, **config["weights"][name]}
 
@@ -220,8 +245,8 @@ def get_weights_entry(wildcards):
 def get_training_job_settings(wildcards):
     model = config["models"][wildcards.model]
     schedule = get_schedule(wildcards.dataset)
-    return {
-        "backend": model["backend"],
+    settings = {
+        "backend": get_training_backend(wildcards),
         "architecture": model["architecture"],
         "backbone": get_backbone(wildcards),
         "schedule": schedule,
@@ -230,9 +255,12 @@ def get_training_job_settings(wildcards):
         "device": config["training"]["device"],
         "amp": config["training"]["amp"],
         "init_weights": (
-            get_init_weights(wildcards) if schedule["init"] == "imagenet" else None
+            get_init_weights(wildcards) if schedule["init"] != "scratch" else None
         ),
     }
+    if model["exclude_classes"]:  # only then: other runs' params stay as they were
+        settings["exclude_classes"] = model["exclude_classes"]
+    return settings
 
 
 def get_pretraining_job_settings(wildcards):
@@ -416,7 +444,7 @@ def get_result_files():
         for d, v, m, s in runs
     }
     for dataset, _, model, _ in runs:
-        if get_schedule(dataset)["init"] == "imagenet":
+        if get_schedule(dataset)["init"] != "scratch":
             run = SimpleNamespace(dataset=dataset, model=model)
             weights.add(get_init_weights(run)["path"])
     return sorted(get_metric_targets() + list(weights))

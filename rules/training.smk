@@ -26,12 +26,14 @@ rule train_model:
     benchmark:
         "benchmarks/models/{dataset}/{variant}/{model}/seed{seed}.tsv"
     conda:
-        "../envs/training.yaml"
+        get_training_env
     threads: config["training"]["threads"]
     params:
         image_root=get_training_image_root,
         job=get_training_job_settings,
         checkpoint_dir="results/models/{dataset}/{variant}/{model}/seed{seed}/checkpoints",
+    message:
+        "train_model {wildcards.dataset}/{wildcards.variant}/{wildcards.model}/seed{wildcards.seed} with backend {params.job[backend]} -> {output.weights}"
     script:
         "../scripts/train_model.py"
 
@@ -48,11 +50,12 @@ rule predict:
     benchmark:
         "benchmarks/predictions/{dataset}/{variant}/{model}/seed{seed}.tsv"
     conda:
-        "../envs/training.yaml"
+        get_training_env
     threads: config["training"]["threads"]
     params:
         root=get_dataset_root,
         device=config["training"]["device"],
+        backend=get_training_backend,
     script:
         "../scripts/predict.py"
 

@@ -1,4 +1,5 @@
-"""Rule predict: the trained model on the ORIGINAL validation split, COCO result format."""
+"""Rule predict: the trained model on the ORIGINAL validation split, COCO result format,
+by the backend that trained it."""
 
 import sys
 from pathlib import Path
@@ -7,10 +8,10 @@ from tqdm import tqdm
 
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
-from anonymization_impact.training import torchvision_backend
+from anonymization_impact.training import backend
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
-    predictions = torchvision_backend.predict(
+    predictions = backend(snakemake.params.backend).predict(  # noqa: F821
         Path(snakemake.input.weights),  # noqa: F821
         read_json(snakemake.input.annotation),  # noqa: F821
         Path(snakemake.params.root),  # noqa: F821

@@ -1,9 +1,13 @@
 """Static checks of the per-rule conda envs (they cannot be created here: no conda channels).
 
-Every rule that runs code has a `conda:` env under envs/; every env parses, uses conda-forge
-without `defaults`, and pins every dependency exactly; the packages a rule's script imports
-(through the anonymization_impact package, transitively) are in its env; and every version
-that is both in an env and in requirements.txt (what `make` installs) is the same.
+Every rule that runs code has a `conda:` env under envs/ (train_model and predict: a function
+choosing the env of the run's backend, anonymization_impact.training.BACKEND_ENVS); every env
+parses, uses conda-forge without `defaults` (the paper-stack envs also the pytorch channel, for
+PyTorch 1.12.1 + CUDA 11.3), and pins every dependency exactly (a git dependency: a commit);
+the packages a rule's script imports (through the anonymization_impact package, transitively,
+with each backend module checked against its own envs) are in its env; and every version that
+is both in an env and in requirements.txt (what `make` installs) is the same, except in the
+paper-stack envs and where MMDetection's newest stack needs an older PyTorch.
 """
 
 from __future__ import annotations
@@ -16,9 +20,27 @@ from pathlib import Path
 import pytest
 import yaml
 
+from anonymization_impact.training import BACKEND_ENVS
+from anonymization_impact.training.detectron2_backend import DETECTRON2_COMMIT, DETECTRON2_CURRENT_COMMIT
+from anonymization_impact.training.mmdet_backend import MMDETECTION_COMMIT
+
 from conftest import REPO
 
 PACKAGE = "anonymization_impact"
+TRAINING = REPO / "scripts" / PACKAGE / "training"
+# Envs of the paper's stack: PyTorch 1.12.1 + CUDA 11.3 from the pytorch channel, Python 3.9.
+PAPER_ENVS = {BACKEND_ENVS[backend]["paper"] for backend in ("detectron2", "mmdetection")}
+# Packages where an env may differ from requirements.txt, and why.
+UNSYNCED = {
+    "envs/mmdetection-current.yaml": {"torch", "torchvision", "numpy"},  # mmcv 2.1.0 wheels: torch 2.1 (numpy < 2)
+}
+# The backend modules each backend's envs must serve (the other backends' are not imported there).
+BACKEND_MODULES = {
+    "torchvision": {"torchvision_backend.py"},
+    "detectron2": {"detectron2_backend.py"},
+    "mmdetection": {"mmdet_backend.py", "mmdet_v2.py", "mmdet_v3.py"},
+}
+STACK_MODULES = {("mmdetection", "paper"): {"mmdet_v3.py"}, ("mmdetection", "current"): {"mmdet_v2.py"}}  # left out
 # Import name -> distribution names that provide it (conda-forge name first).
 DISTRIBUTIONS = {
     "PIL": {"pillow"},
@@ -32,9 +54,16 @@ DISTRIBUTIONS = {
     "tqdm": {"tqdm"},
     "torch": {"torch", "pytorch"},
     "torchvision": {"torchvision"},
+    "detectron2": {"detectron2"},
+    "mmdet": {"mmdet"},
+    "mmcv": {"mmcv-full", "mmcv"},
+    "mmengine": {"mmengine"},
 }
 CONDA_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<version>[0-9][A-Za-z0-9_.+!]*)$")
 PIP_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)==(?P<version>[0-9][A-Za-z0-9_.+!]*)$")
+# A source build pinned to a commit: name @ git+https://...@<hex commit>
+GIT_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+) @ git\+https://[^@ ]+\.git@(?P<version>[0-9a-f]{10,40})$")
+PIP_OPTION = re.compile(r"^--find-links https://\S+$")  # where prebuilt wheels (mmcv) come from
 
 
 def rule_blocks() -> dict[str, str]:
@@ -52,6 +81,27 @@ def directive(block: str, name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def conda_envs(block: str) -> dict[str, set[Path]]:
+    """env path relative to rules/ -> backend modules left out of the import check there.
+
+    A literal `conda:` is one env, checked against everything but the detectron2 / MMDetection
+    modules (reached only through backend(name), which only get_training_env's rules call with
+    those names); `get_training_env` is each backend's env of each stack, checked against that
+    backend's modules only."""
+    literal = directive(block, "conda")
+    if literal:
+        return {literal: {TRAINING / module for name, modules in BACKEND_MODULES.items() if name != "torchvision" for module in modules}}
+    if re.search(r"^    conda:\n        get_training_env$", block, flags=re.M):
+        envs = {}
+        for backend, stacks in BACKEND_ENVS.items():
+            others = set().union(*(modules for name, modules in BACKEND_MODULES.items() if name != backend))
+            for stack, env in stacks.items():
+                skip = {TRAINING / module for module in others | STACK_MODULES.get((backend, stack), set())}
+                envs["../" + env] = envs.get("../" + env, skip) & skip
+        return envs
+    return {}
+
+
 def runs_code(block: str) -> bool:
     return bool(re.search(r"^    (script|shell|run|notebook|wrapper):", block, flags=re.M))
 
@@ -63,8 +113,10 @@ def env_dependencies(path: Path) -> dict[str, str]:
     for entry in env["dependencies"]:
         if isinstance(entry, dict):
             for pip_entry in entry["pip"]:
-                match = PIP_SPEC.match(pip_entry)
-                assert match, f"{path.name}: pip dependency {pip_entry!r} is not pinned as name==version"
+                if PIP_OPTION.match(pip_entry):
+                    continue
+                match = PIP_SPEC.match(pip_entry) or GIT_SPEC.match(pip_entry)
+                assert match, f"{path.name}: pip dependency {pip_entry!r} is not pinned as name==version or name @ git+https://...git@commit"
                 pins[match["name"].lower()] = match["version"]
             continue
         match = CONDA_SPEC.match(entry)
@@ -140,29 +192,66 @@ def test_rules_were_found():
 @pytest.mark.parametrize("rule", CODE_RULES)
 def test_every_rule_that_runs_code_has_a_conda_env_and_a_log(rule):
     block = BLOCKS[rule]
-    env = directive(block, "conda")
-    assert env, f"rule {rule} has no conda: directive"
-    assert (REPO / "rules" / env).resolve().is_file(), f"rule {rule}: {env} does not exist"
+    envs = conda_envs(block)
+    assert envs, f"rule {rule} has no conda: directive (a path, or get_training_env)"
+    for env in envs:
+        assert (REPO / "rules" / env).resolve().is_file(), f"rule {rule}: {env} does not exist"
     assert re.search(r"^    log:", block, flags=re.M), f"rule {rule} has no log:"
+
+
+def test_every_backend_env_exists_and_every_env_is_used():
+    used = {(REPO / "rules" / env).resolve() for block in BLOCKS.values() for env in conda_envs(block)}
+    assert used == set((REPO / "envs").glob("*.yaml"))
+    assert {"../envs/detectron2.yaml", "../envs/mmdetection-current.yaml"} <= set(conda_envs(BLOCKS["train_model"]))
+    assert conda_envs(BLOCKS["train_model"]) == conda_envs(BLOCKS["predict"])
 
 
 @pytest.mark.parametrize("env", sorted((REPO / "envs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_env_parses_uses_conda_forge_and_pins_everything(env):
     document = yaml.safe_load(env.read_text())
-    assert document["channels"] == ["conda-forge", "nodefaults"], f"{env.name}: channels must be conda-forge + nodefaults"
     pins = env_dependencies(env)
-    assert pins.get("python", "").startswith("3.11"), f"{env.name}: python must be pinned to 3.11"
+    if f"envs/{env.name}" in PAPER_ENVS:
+        assert document["channels"] == ["pytorch", "conda-forge", "nodefaults"], f"{env.name}: channels must be pytorch + conda-forge + nodefaults"
+        assert pins.get("python") == "3.9", f"{env.name}: the paper's stack is pinned to python 3.9"
+    else:
+        assert document["channels"] == ["conda-forge", "nodefaults"], f"{env.name}: channels must be conda-forge + nodefaults"
+        assert pins.get("python", "").startswith("3.11"), f"{env.name}: python must be pinned to 3.11"
+
+
+def test_paper_envs_pin_the_papers_stack_and_commits():
+    """PyTorch 1.12.1 + CUDA 11.3 (the paper: PyTorch 1.12), the frameworks at the paper's commits."""
+    for env in sorted(PAPER_ENVS):
+        pins = env_dependencies(REPO / env)
+        assert pins["pytorch"] == "1.12.1" and pins["torchvision"] == "0.13.1", env
+        assert pins["cudatoolkit"].startswith("11.3"), env
+    assert env_dependencies(REPO / BACKEND_ENVS["detectron2"]["paper"])["detectron2"] == DETECTRON2_COMMIT
+    assert env_dependencies(REPO / BACKEND_ENVS["detectron2"]["current"])["detectron2"] == DETECTRON2_CURRENT_COMMIT
+    assert env_dependencies(REPO / BACKEND_ENVS["mmdetection"]["paper"])["mmdet"] == MMDETECTION_COMMIT
+    assert env_dependencies(REPO / BACKEND_ENVS["mmdetection"]["paper"])["mmcv-full"].startswith("1.")  # the 2.x API
+    assert env_dependencies(REPO / BACKEND_ENVS["mmdetection"]["current"])["mmdet"].startswith("3.")
 
 
 @pytest.mark.parametrize("rule", [r for r in CODE_RULES if directive(BLOCKS[r], "script")])
 def test_packages_a_rule_imports_are_in_its_env(rule):
     block = BLOCKS[rule]
     script = (REPO / "rules" / directive(block, "script")).resolve()
-    env = (REPO / "rules" / directive(block, "conda")).resolve()
-    pins = env_dependencies(env)
-    for module in sorted(imported_modules(script)):
-        assert module in DISTRIBUTIONS, f"{script.name} imports {module}, unknown to this test: add its distribution"
-        assert DISTRIBUTIONS[module] & set(pins), f"rule {rule}: {script.name} imports {module}, missing from {env.name}"
+    for env_name, skip in conda_envs(block).items():
+        env = (REPO / "rules" / env_name).resolve()
+        pins = env_dependencies(env)
+        for module in sorted(imported_modules(script, seen=set(skip))):
+            assert module in DISTRIBUTIONS, f"{script.name} imports {module}, unknown to this test: add its distribution"
+            assert DISTRIBUTIONS[module] & set(pins), f"rule {rule}: {script.name} imports {module}, missing from {env.name}"
+
+
+def test_the_import_check_sees_each_backends_framework():
+    """The walk reaches the frameworks imported inside functions (so the check above means something)."""
+    script = REPO / "scripts" / "train_model.py"
+    envs = conda_envs(BLOCKS["train_model"])
+    assert "detectron2" in imported_modules(script, seen=set(envs["../envs/detectron2.yaml"]))
+    assert "detectron2" not in imported_modules(script, seen=set(envs["../envs/mmdetection.yaml"]))
+    assert {"mmcv", "mmdet"} <= imported_modules(script, seen=set(envs["../envs/mmdetection.yaml"]))
+    assert "mmengine" not in imported_modules(script, seen=set(envs["../envs/mmdetection.yaml"]))
+    assert "mmengine" in imported_modules(script, seen=set(envs["../envs/mmdetection-current.yaml"]))
 
 
 def test_env_versions_equal_the_local_setup():
@@ -170,9 +259,11 @@ def test_env_versions_equal_the_local_setup():
     aliases = {"matplotlib-base": "matplotlib", "pytorch": "torch"}
     checked = 0
     for env in sorted((REPO / "envs").glob("*.yaml")):
+        if f"envs/{env.name}" in PAPER_ENVS:
+            continue
         for name, version in env_dependencies(env).items():
             local_name = aliases.get(name, name)
-            if local_name in local:
+            if local_name in local and local_name not in UNSYNCED.get(f"envs/{env.name}", ()):
                 assert local[local_name] == version, f"{env.name}: {name} {version} but requirements.txt has {local[local_name]}"
                 checked += 1
     assert checked >= 15
@@ -185,5 +276,9 @@ def test_gpu_rules_get_a_cuda_build_of_pytorch():
     gpu_rules = [rule for rule, resources in profile["set-resources"].items() if resources.get("gpu")]
     assert set(gpu_rules) == {"train_model", "predict"}
     for rule in gpu_rules:
-        pins = env_dependencies((REPO / "rules" / directive(BLOCKS[rule], "conda")).resolve())
-        assert "torch" in pins and "+cpu" not in pins["torch"]
+        for env in conda_envs(BLOCKS[rule]):
+            pins = env_dependencies((REPO / "rules" / env).resolve())
+            torch_pin = pins.get("torch") or pins.get("pytorch")
+            assert torch_pin and "+cpu" not in torch_pin, env
+            if "pytorch" in pins:  # conda's PyTorch: CUDA from its cudatoolkit
+                assert "cudatoolkit" in pins, env

@@ -288,8 +288,10 @@ def test_demo_part_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     assert read_json(workdir / TARGETS[1])["instances"]["anonymized"] > 0
     validate_metrics_document(read_json(workdir / TARGETS[2]))
 
-    # What Snakemake ran: rules submitted to SLURM ("rule x:") and local ones ("localrule x:").
+    # What Snakemake ran: rules submitted to SLURM ("rule x:", or "Job n: train_model ..." for
+    # train_model, whose message names the backend) and local ones ("localrule x:").
     remote = collections.Counter(re.findall(r"^rule (\w+):$", output, re.MULTILINE))
+    remote.update(re.findall(r"^Job \d+: (train_model) \S+ with backend \w+ -> ", output, re.MULTILINE))
     local = collections.Counter(re.findall(r"^localrule (\w+):$", output, re.MULTILINE))
     assert local == {"anonymize_tree": 1}, output[-3000:]
     assert remote == {"twins_generate": 1, "annotations_normalize": 2, "anonymize_shard": 2, "train_model": 1, "predict": 1, "evaluate": 1}, output[-3000:]

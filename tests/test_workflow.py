@@ -202,7 +202,9 @@ def test_real_dataset_roots_are_read_only_inputs(twins, tmp_path):
             detections.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(twins[dataset]["faces"], detections)
         tiny = {**TINY_TRAINING["training"]["synthetic"], "backbones": {"resnet50": "resnet10"}, "backbone_width": 16, "trainable_backbone_layers": 5, "init": "scratch"}
-        config["training"] = {"checkpoint_every": 2, **{dataset: tiny for dataset in DATASETS}}
+        # real datasets train with the paper's frameworks by default; here with torchvision
+        backends = {dataset: "torchvision" for dataset in DATASETS}
+        config["training"] = {"checkpoint_every": 2, "backends": backends, **{dataset: tiny for dataset in DATASETS}}
         result = run_snakemake(workdir, "--cores", "2", *DEMO_TARGETS, *_overlay(workdir, config))
         assert result.returncode == 0, result.stderr[-4000:]
         assert _snapshot(raw) == before

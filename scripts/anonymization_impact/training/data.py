@@ -15,6 +15,7 @@ import torch
 from ..errors import DatasetError, WorkflowInputError
 from ..io import decode_image, read_json, require_file
 from ..masks import decode
+from . import kept_categories
 
 # COCO keypoints: left/right pairs swapped by a horizontal flip.
 FLIP_PAIRS = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]
@@ -22,14 +23,13 @@ FLIP_PAIRS = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 
 
 class DetectionSamples:
     """Images with at least one usable instance (crowd regions are not trained on, as in
-    detectron2, and images left without instances are skipped, FILTER_EMPTY_ANNOTATIONS)."""
+    detectron2, and images left without instances are skipped, FILTER_EMPTY_ANNOTATIONS).
+    Instances of ``exclude_classes`` are dropped and the model has no label for them."""
 
-    def __init__(self, image_root: Path, annotation: Path, task: str):
+    def __init__(self, image_root: Path, annotation: Path, task: str, exclude_classes=()):
         document = read_json(annotation)
         self.image_root, self.task = Path(image_root), task
-        categories = sorted(document["categories"], key=lambda category: category["id"])
-        if task == "keypoints":
-            categories = [category for category in categories if category["name"] == "person"]
+        categories = kept_categories(document["categories"], task, exclude_classes)
         self.category_ids = [category["id"] for category in categories]
         label_of = {category_id: index + 1 for index, category_id in enumerate(self.category_ids)}
         by_image: dict[int, list[dict]] = {}

@@ -132,10 +132,10 @@ def build_model(architecture: str, backbone: str, num_classes: int, schedule: di
     anchors = AnchorGenerator(tuple((size,) for size in schedule["anchor_sizes"]), ((0.5, 1.0, 2.0),) * len(schedule["anchor_sizes"]))
     common = dict(
         rpn_anchor_generator=anchors,
-        min_size=schedule["image_min_size"],
+        min_size=schedule["image_min_size"],  # a list: one drawn per image in training, the last for prediction
         max_size=schedule["image_max_size"],
         rpn_pre_nms_top_n_train=schedule["rpn_pre_nms_top_n"],
-        rpn_post_nms_top_n_train=schedule["rpn_post_nms_top_n"],
+        rpn_post_nms_top_n_train=schedule["rpn_post_nms_top_n"] or 2000,  # null: torchvision's own
         box_batch_size_per_image=schedule["box_batch_size_per_image"],
         box_head=TwoMLPHead(channels * 7 * 7, representation),
         box_predictor=FastRCNNPredictor(representation, num_classes + 1),
@@ -224,11 +224,13 @@ class _Batches(torch.utils.data.Dataset):
 
 def train(job: TrainingJob, progress=None) -> dict:
     """Train (or resume) ``job``; writes ``job.output`` and returns a summary."""
+    if job.schedule["init"] == "coco":
+        raise WorkflowInputError("schedule init 'coco' (detectron2's COCO Mask R-CNN) is not available with the torchvision backend; use init imagenet")
     torch.set_num_threads(job.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(job.seed)
     device = select_device(job.device)
-    samples = DetectionSamples(job.image_root, job.annotation, job.task)
+    samples = DetectionSamples(job.image_root, job.annotation, job.task, job.exclude_classes)
     model = build_model(job.architecture, job.backbone, len(samples.category_ids), job.schedule, job.init_weights).to(device)
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=job.schedule["base_lr"], momentum=job.schedule["momentum"], weight_decay=job.schedule["weight_decay"])
