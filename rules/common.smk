@@ -61,6 +61,7 @@ localrules:
     tables,
     report_reproduction,
     report,
+    archive_results,
 
 
 def _raw_inputs(dataset, splits):

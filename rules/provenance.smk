@@ -28,22 +28,3 @@ rule provenance_manifest:
         ),
     script:
         "../scripts/write_manifest.py"
-
-
-rule archive_results:
-    input:
-        manifest=rules.provenance_manifest.output[0],
-        tables=rules.tables.input,
-        figures=rules.figures.input,
-        report=rules.report.input,
-    output:
-        "results/archive/anonymization-impact.tar.gz",
-    log:
-        "logs/archive/results.log",
-    conda:
-        "../envs/data.yaml"
-    params:
-        source_root=workflow.basedir,
-        config=config,
-    script:
-        "../scripts/write_archive.py"

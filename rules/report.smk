@@ -29,3 +29,22 @@ rule report_reproduction:
 rule report:
     input:
         rules.report_reproduction.output,
+
+
+rule archive_results:
+    input:
+        manifest=rules.provenance_manifest.output[0],
+        tables=rules.tables.input,
+        figures=rules.figures.input,
+        report=rules.report.input,
+    output:
+        "results/archive/anonymization-impact.tar.gz",
+    log:
+        "logs/archive/results.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        source_root=workflow.basedir,
+        config=config,
+    script:
+        "../scripts/write_archive.py"

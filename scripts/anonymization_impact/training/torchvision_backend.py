@@ -136,6 +136,8 @@ def build_model(architecture: str, backbone: str, num_classes: int, schedule: di
         max_size=schedule["image_max_size"],
         rpn_pre_nms_top_n_train=schedule["rpn_pre_nms_top_n"],
         rpn_post_nms_top_n_train=schedule["rpn_post_nms_top_n"] or 2000,  # null: torchvision's own
+        rpn_pre_nms_top_n_test=schedule["rpn_pre_nms_top_n_test"],
+        rpn_post_nms_top_n_test=schedule["rpn_post_nms_top_n_test"],
         box_batch_size_per_image=schedule["box_batch_size_per_image"],
         box_head=TwoMLPHead(channels * 7 * 7, representation),
         box_predictor=FastRCNNPredictor(representation, num_classes + 1),
