@@ -168,3 +168,16 @@ def init_weights_name(backend_name: str, init: str, backbone: str) -> str:
         if (init, backbone) in DETECTRON2_ZOO_WEIGHTS:
             return DETECTRON2_ZOO_WEIGHTS[(init, backbone)]
     return f"{backbone}_imagenet"
+
+
+def model_zoo_mismatches(schedule: dict, backbone: str, depths) -> list[str]:
+    """What a model-zoo R-CNN of the paper's frameworks cannot express (the twins' slim
+    models): the backend names each, then adds its own."""
+    problems = []
+    if backbone not in depths:
+        problems.append(f"backbone {backbone} (their ResNets: {', '.join(depths)})")
+    if schedule["backbone_width"] != 64:
+        problems.append(f"backbone_width {schedule['backbone_width']} (64 only)")
+    if schedule["head_channels"] is not None:
+        problems.append(f"head_channels {schedule['head_channels']} (null only: the model-zoo heads)")
+    return problems

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import WorkflowInputError
 from ..io import decode_image, read_json, write_bytes_atomic
-from . import TrainingJob, kept_categories, missing_framework, resolve_device
+from . import TrainingJob, kept_categories, missing_framework, model_zoo_mismatches, resolve_device
 from .predictions import coco_results
 
 log = logging.getLogger("anonymization_impact.training")
@@ -163,13 +163,7 @@ def base_config(dataset: str, architecture: str) -> str:
 
 def _check_translatable(schedule: dict, backbone: str) -> None:
     """Refuse what a detectron2 model-zoo R-CNN cannot express (the twins' slim models)."""
-    problems = []
-    if backbone not in DEPTHS:
-        problems.append(f"backbone {backbone} (detectron2's ResNets: {', '.join(DEPTHS)})")
-    if schedule["backbone_width"] != 64:
-        problems.append(f"backbone_width {schedule['backbone_width']} (64 only)")
-    if schedule["head_channels"] is not None:
-        problems.append(f"head_channels {schedule['head_channels']} (null only: the model-zoo heads)")
+    problems = model_zoo_mismatches(schedule, backbone, DEPTHS)
     if schedule["horizontal_flip"] not in (0, 0.5):
         problems.append(f"horizontal_flip {schedule['horizontal_flip']} (0 or 0.5: INPUT.RANDOM_FLIP)")
     if schedule["init"] == "scratch":

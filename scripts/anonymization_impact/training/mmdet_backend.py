@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import WorkflowInputError
-from . import TrainingJob, kept_categories, missing_framework
+from . import TrainingJob, kept_categories, missing_framework, model_zoo_mismatches
 from .predictions import coco_results
 
 # The paper ran MMDetection at commit b95583270c (its version could not be read here: the
@@ -258,13 +258,7 @@ def trained_images(document: dict, categories: list[dict]) -> int:
 
 
 def _check_translatable(schedule: dict, backbone: str) -> None:
-    problems = []
-    if backbone not in DEPTHS:
-        problems.append(f"backbone {backbone} (ResNet-50 / 101 / 152)")
-    if schedule["backbone_width"] != 64:
-        problems.append(f"backbone_width {schedule['backbone_width']} (64 only)")
-    if schedule["head_channels"] is not None:
-        problems.append(f"head_channels {schedule['head_channels']} (null only: the zoo's heads)")
+    problems = model_zoo_mismatches(schedule, backbone, DEPTHS)
     if schedule["anchor_sizes"] != [32, 64, 128, 256, 512]:
         problems.append(f"anchor_sizes {schedule['anchor_sizes']} (8 x the FPN strides 4-64 only)")
     if schedule["init"] != "imagenet":
