@@ -130,6 +130,15 @@ def test_same_seed_gives_bit_identical_weights(twins, annotations, tmp_path, dat
     assert not same_weights(first.output, other_seed.output)
 
 
+def test_gradient_clipping_changes_the_steps_and_stays_deterministic(twins, annotations, tmp_path):
+    plain = make_job(twins, annotations, tmp_path, "cityscapes", "plain")
+    clipped = [make_job(twins, annotations, tmp_path, "cityscapes", name, schedule=tiny_schedule(clip_gradient_norm=0.01)) for name in ("c1", "c2")]
+    for job in (plain, *clipped):
+        backend.train(job)
+    assert clipped[0].output.read_bytes() == clipped[1].output.read_bytes()
+    assert not same_weights(plain.output, clipped[0].output)
+
+
 def _train_in_subprocess(job: TrainingJob) -> subprocess.Popen:
     arguments = {key: str(value) if isinstance(value, Path) else value for key, value in job.__dict__.items()}
     code = (

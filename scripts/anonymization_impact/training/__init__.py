@@ -180,4 +180,6 @@ def model_zoo_mismatches(schedule: dict, backbone: str, depths) -> list[str]:
         problems.append(f"backbone_width {schedule['backbone_width']} (64 only)")
     if schedule["head_channels"] is not None:
         problems.append(f"head_channels {schedule['head_channels']} (null only: the model-zoo heads)")
+    if schedule["clip_gradient_norm"] is not None:
+        problems.append(f"clip_gradient_norm {schedule['clip_gradient_norm']} (null only: not translated)")
     return problems

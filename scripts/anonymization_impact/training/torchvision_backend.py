@@ -265,6 +265,8 @@ def train(job: TrainingJob, progress=None) -> dict:
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if schedule["clip_gradient_norm"] is not None:  # detectron2's SOLVER.CLIP_GRADIENTS, type "full_model"
+            torch.nn.utils.clip_grad_norm_(parameters, schedule["clip_gradient_norm"])
         optimizer.step()
         if iteration % 10 == 0 or iteration + 1 == schedule["iterations"]:
             log.info("iteration %d lr %.5f loss %.4f %s", iteration, learning_rate(iteration, schedule), loss.item(), {k: round(v.item(), 4) for k, v in losses.items()})
