@@ -209,6 +209,14 @@ def test_findings_fail_when_the_claims_do_not_hold(tmp_path, published):
     assert "| b | table1 | Face: Blur | fail | AP\\_person 35.03 → 21.00: relative drop 40.1 % (\\|change\\| ≤ 10 %) | pass (0.3 %) |" in markdown(report)
 
 
+def test_findings_skip_models_trained_without_persons(tmp_path, published):
+    """Appendix A.3 trains without the person class: the claims about persons do not apply."""
+    config = report_config()
+    config["models"]["mask_rcnn_r50_fpn"]["exclude_classes"] = ["person"]
+    report, _ = make_report(tmp_path, published, config=config)
+    assert {key[1] for key in finding_results(report)} == {"table3"}
+
+
 # --------------------------------------------------------------------------- rendering
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from .errors import WorkflowInputError
+from .metrics import PERSON_CLASS
 from .provenance import md5_file
 from .results import RAN, relative_drop_percent, welch_t_test
 from .tables import check_unique_runs, experiment_rows, is_synthetic, metric_name, row_names
@@ -273,6 +274,8 @@ def findings(config: dict, runs, runnable, published: dict) -> list[dict]:
             task = TASKS[config["models"][experiment["model"]]["architecture"]]
             if experiment["dataset"] not in claim.datasets or task not in claim.tasks:
                 continue
+            if PERSON_CLASS[experiment["dataset"]] in config["models"][experiment["model"]].get("exclude_classes", []):
+                continue  # trained without persons (Appendix A.3): the claims are about persons
             variants = [
                 v for v in experiment["variants"]
                 if v != "original" and config["variants"][v]["region"] == claim.region and config["variants"][v]["method"] in claim.methods
