@@ -15,6 +15,8 @@ from anonymization_impact.io import read_json
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SMALL = {"n_train": 10, "n_val": 8, "seed": 3}
+# the `synthetic` config of workflow tests: small twins, a few pretraining iterations
+SMALL_TWINS = {**SMALL, "pretraining": {"images": 8, "iterations": 4}}
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ import yaml
 from anonymization_impact.evaluation import validate_metrics_document
 from anonymization_impact.io import read_json
 
-from conftest import REPO, SMALL, SNAKEMAKE
+from conftest import REPO, SMALL_TWINS, SNAKEMAKE
 from test_workflow import TINY_TRAINING
 
 HERE = Path(__file__).resolve().parent / "slurm"
@@ -276,7 +276,7 @@ def test_demo_part_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     workdir.mkdir()
     config = workdir / "overlay.yaml"
     only_cityscapes = {"coco": {"enabled": False}, "bdd100k": {"enabled": False}}
-    config.write_text(yaml.safe_dump({"synthetic": SMALL, **TINY_TRAINING, "datasets": only_cityscapes, "anonymization": {"shards": 2}}))
+    config.write_text(yaml.safe_dump({"synthetic": SMALL_TWINS, **TINY_TRAINING, "datasets": only_cityscapes, "anonymization": {"shards": 2}}))
     profile = _profile(tmp_path / "profile")
 
     returncode, output = _run_through_slurm(workdir, profile, config)
@@ -294,7 +294,7 @@ def test_demo_part_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     remote.update(re.findall(r"^Job \d+: (train_model) \S+ with backend \w+ -> ", output, re.MULTILINE))
     local = collections.Counter(re.findall(r"^localrule (\w+):$", output, re.MULTILINE))
     assert local == {"anonymize_tree": 1}, output[-3000:]
-    assert remote == {"twins_generate": 1, "annotations_normalize": 2, "anonymize_shard": 2, "train_model": 1, "predict": 1, "evaluate": 1}, output[-3000:]
+    assert remote == {"twins_generate": 1, "twins_pretraining_set": 1, "twins_pretrain_backbone": 1, "annotations_normalize": 2, "anonymize_shard": 2, "train_model": 1, "predict": 1, "evaluate": 1}, output[-3000:]
     submitted = dict(re.findall(r"^Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.$", output, re.MULTILINE))
     assert len(submitted) == sum(remote.values())
 

@@ -21,7 +21,7 @@ from anonymization_impact.evaluation import validate_metrics_document
 from anonymization_impact.io import read_json
 from anonymization_impact.trees import REASON_TOO_SMALL
 
-from conftest import REPO, SMALL, SNAKEMAKE, run_snakemake
+from conftest import REPO, SMALL, SMALL_TWINS, SNAKEMAKE, run_snakemake
 
 
 # A few training runs through the workflow, with a schedule that takes seconds.
@@ -58,7 +58,7 @@ def test_snakefmt_check_is_clean():
 
 
 def test_demo_data_stage_and_fig7_run_on_the_twins(tmp_path):
-    result = run_snakemake(tmp_path, "--cores", "2", *DEMO_TARGETS, *_overlay(tmp_path, {"synthetic": SMALL, **TINY_TRAINING}))
+    result = run_snakemake(tmp_path, "--cores", "2", *DEMO_TARGETS, *_overlay(tmp_path, {"synthetic": SMALL_TWINS, **TINY_TRAINING}))
     assert result.returncode == 0, result.stderr[-4000:]
     for dataset in DATASETS:
         truth = read_json(tmp_path / "resources" / "twins" / f"{dataset}.truth.json")
@@ -80,7 +80,7 @@ def test_demo_data_stage_and_fig7_run_on_the_twins(tmp_path):
         validate_metrics_document(document)
         assert document["synthetic"] is True and document["training"]["backbone"] == "resnet10"  # the twins map resnet50 to resnet10
         assert document["provenance"]["annotation_md5"]
-    report = run_snakemake(tmp_path, "fig7", "anonymized_trees", "--report", "report.html", *_overlay(tmp_path, {"synthetic": SMALL, **TINY_TRAINING}))
+    report = run_snakemake(tmp_path, "fig7", "anonymized_trees", "--report", "report.html", *_overlay(tmp_path, {"synthetic": SMALL_TWINS, **TINY_TRAINING}))
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text()
     assert "Privacy audits" in html and "fig7.png" in html
@@ -119,7 +119,7 @@ def test_one_table_target_runs_only_its_own_jobs(tmp_path):
 
 
 PAPER_OUTPUTS = {
-    "synthetic": SMALL,
+    "synthetic": SMALL_TWINS,
     "seeds": [0, 1],
     "datasets": {"coco": {"enabled": False}, "bdd100k": {"enabled": False}},
     "fig8": {"panels": {"cityscapes": {"models": ["mask_rcnn_r50_fpn", "mask_rcnn_r101_fpn"]}}},
@@ -280,7 +280,7 @@ def test_trees_through_the_workflow_do_not_depend_on_the_shard_count(tmp_path):
         workdir = tmp_path / f"shards{shards}"
         workdir.mkdir()
         config = {
-            "synthetic": SMALL,
+            "synthetic": SMALL_TWINS,
             "anonymization": {"shards": shards},
             "datasets": {"coco": {"enabled": False}, "bdd100k": {"enabled": False}},
             "variants": {"body-maskout-minsize32": {"region": "body", "method": "maskout", "min_size": 32}},
