@@ -51,9 +51,11 @@ def main() -> None:
     config = load_config(REPO / "config.yaml")
     device = backend.select_device(config["training"]["device"])
     paper_size = {**config["training"]["cityscapes"], "image_min_size": 512, "image_max_size": 1024, "batch_size": 2, "init": "scratch", "trainable_backbone_layers": 5}
-    runs = [
-        ("twin schedule, Mask R-CNN R18 slim", "cityscapes", "mask_rcnn", "resnet18", config["training"]["synthetic"]),
-        ("twin schedule, Keypoint R-CNN R18 slim", "coco", "keypoint_rcnn", "resnet18", config["training"]["synthetic"]),
+    twins = config["training"]["synthetic"]
+    runs = [  # the twins map the models' ResNet-50 / 152 to ResNet-10 / 34 (narrow)
+        ("twin schedule, Mask R-CNN ResNet-10 narrow", "cityscapes", "mask_rcnn", "resnet10", twins),
+        ("twin schedule, Mask R-CNN ResNet-34 narrow", "cityscapes", "mask_rcnn", "resnet34", twins),
+        ("twin schedule, Keypoint R-CNN ResNet-10 narrow", "coco", "keypoint_rcnn", "resnet10", twins),
         ("R50-FPN full heads, 512-1024 px, batch 2", "cityscapes", "mask_rcnn", "resnet50", paper_size),
     ]
     print(f"device: {device}, torch {torch.__version__}, threads {config['training']['threads']}")
@@ -64,12 +66,16 @@ def main() -> None:
             if not root.exists():
                 write_twin(dataset, root, base / f"{dataset}.truth.json", base / f"{dataset}.faces.json", n_train=16, n_val=8, seed=0)
                 write_json_atomic(base / f"{dataset}.json", normalize_split(dataset, root, "train", verify_images=False)["instances"])
+            init = None
+            if schedule["init"] == "imagenet":  # speed does not depend on the values: an untrained backbone
+                init = base / f"{backbone}-init.pth"
+                torch.save(backend.resnet(backbone, schedule["backbone_width"], torch.nn.BatchNorm2d).state_dict(), init)
             job = TrainingJob(
                 image_root=root, annotation=base / f"{dataset}.json", architecture=architecture, backbone=backbone,
                 schedule=dict(schedule), seed=0, output=base / f"{name}.pth", checkpoint_dir=base / f"{name}-checkpoints",
-                checkpoint_every=10**9, device=config["training"]["device"], threads=config["training"]["threads"],
+                checkpoint_every=10**9, init_weights=init, device=config["training"]["device"], threads=config["training"]["threads"],
             )
-            print(f"{name:<42} {seconds_per_iteration(job, args.iterations):6.3f} s/iteration")
+            print(f"{name:<48} {seconds_per_iteration(job, args.iterations):6.3f} s/iteration")
 
 
 if __name__ == "__main__":
