@@ -408,3 +408,20 @@ def test_dry_run_of_the_demo_trains_the_twins_with_torchvision(tmp_path):
     trainings = _trainings(result)
     assert set(trainings) == _expected_runs(CONFIG) and set(trainings.values()) == {"torchvision"}
     assert ("cityscapes", "body-maskout", "mask_rcnn_r50_fpn_no_person", 2) in trainings
+
+
+def test_mmdetection_weights_round_trip_and_bgr_images(tmp_path):
+    """The framework-free parts shared by the MMDetection 2.x / 3.x train and predict."""
+    import torch
+    from PIL import Image
+
+    mm.save_weights(tmp_path / "w.pth", {"layer": torch.ones(2)}, {"anonymization_impact": {"api": 2, "category_ids": [7]}})
+    assert mm.weights_meta(tmp_path / "w.pth", api=2)["category_ids"] == [7]
+    with pytest.raises(WorkflowInputError, match="not written by this workflow's MMDetection 3.x backend"):
+        mm.weights_meta(tmp_path / "w.pth", api=3)
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    [(image, pixels)] = list(mm.images_bgr({"images": [{"id": 1, "file_name": "a.png"}]}, tmp_path))
+    assert image["id"] == 1 and pixels.shape == (4, 6, 3) and pixels[0, 0].tolist() == [0, 0, 200]
+    assert pixels.flags["C_CONTIGUOUS"]

@@ -20,11 +20,13 @@ never been executed in this project (docs/training.md, "Never executed").
 from __future__ import annotations
 
 import copy
+import io
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import WorkflowInputError
+from ..io import decode_image, write_bytes_atomic
 from . import TrainingJob, kept_categories, missing_framework, model_zoo_mismatches
 from .predictions import coco_results
 
@@ -474,6 +476,33 @@ def prepare(job: TrainingJob, device: str) -> tuple[dict, list[dict]]:
         device=device,
     )
     return cfg, categories
+
+
+def save_weights(output: Path, state_dict: dict, meta: dict) -> None:
+    """The trained weights with what predict needs (config, category ids), written atomically."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state_dict, "meta": meta}, buffer)
+    write_bytes_atomic(Path(output), buffer.getvalue())
+
+
+def weights_meta(weights: Path, api: int) -> dict:
+    """This workflow's metadata in weights written by the MMDetection ``api`` (2 or 3) backend."""
+    import torch
+
+    meta = torch.load(weights, map_location="cpu").get("meta", {}).get("anonymization_impact")
+    if meta is None or meta.get("api") != api:
+        raise WorkflowInputError(f"{weights} was not written by this workflow's MMDetection {api}.x backend")
+    return meta
+
+
+def images_bgr(annotation: dict, image_root: Path, progress=None):
+    """(image record, BGR pixels as mmcv reads them) of every image of ``annotation``."""
+    images = annotation["images"]
+    for image in progress(images) if progress else images:
+        pixels, _, _ = decode_image(Path(image_root) / image["file_name"])
+        yield image, np.ascontiguousarray(pixels[:, :, ::-1])
 
 
 def train(job: TrainingJob, progress=None) -> dict:

@@ -6,16 +6,11 @@ this project (docs/training.md, "Never executed").
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import WorkflowInputError
-from ..io import decode_image, write_bytes_atomic
 from . import TrainingJob, resolve_device
-from .mmdet_backend import mmdet2_results, prepare
+from .mmdet_backend import images_bgr, mmdet2_results, prepare, save_weights, weights_meta
 
 
 def train(job: TrainingJob, progress=None) -> dict:
@@ -43,9 +38,7 @@ def train(job: TrainingJob, progress=None) -> dict:
         "CLASSES": model.CLASSES,
         "anonymization_impact": {"backend": "mmdetection", "api": 2, "config": config, "category_ids": [c["id"] for c in categories]},
     }
-    buffer = io.BytesIO()
-    torch.save({"state_dict": final["state_dict"], "meta": meta}, buffer)
-    write_bytes_atomic(Path(job.output), buffer.getvalue())
+    save_weights(job.output, final["state_dict"], meta)
     return {
         "iterations": job.schedule["iterations"],
         "epochs": cfg.runner.max_epochs,
@@ -62,15 +55,11 @@ def predict(weights: Path, annotation: dict, image_root: Path, *, device: str = 
     from mmdet.apis import inference_detector, init_detector
 
     torch.set_num_threads(threads)
-    meta = torch.load(weights, map_location="cpu").get("meta", {}).get("anonymization_impact")
-    if meta is None or meta.get("api") != 2:
-        raise WorkflowInputError(f"{weights} was not written by this workflow's MMDetection 2.x backend")
+    meta = weights_meta(weights, api=2)
     model = init_detector(Config(meta["config"]), str(weights), device=resolve_device(device))
     results = []
-    images = annotation["images"]
-    for image in progress(images) if progress else images:
-        pixels, _, _ = decode_image(Path(image_root) / image["file_name"])
-        bbox_results, segm_results = inference_detector(model, np.ascontiguousarray(pixels[:, :, ::-1]))  # BGR, as mmcv reads
+    for image, pixels in images_bgr(annotation, image_root, progress):
+        bbox_results, segm_results = inference_detector(model, pixels)
         if isinstance(segm_results, tuple):  # (masks, mask scores) of some heads
             segm_results = segm_results[0]
         results.extend(mmdet2_results(image["id"], bbox_results, segm_results, meta["category_ids"]))

@@ -6,16 +6,11 @@ this project (docs/training.md, "Never executed").
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import WorkflowInputError
-from ..io import decode_image, write_bytes_atomic
 from . import TrainingJob, resolve_device
-from .mmdet_backend import mmdet3_config, prepare
+from .mmdet_backend import images_bgr, mmdet3_config, prepare, save_weights, weights_meta
 from .predictions import coco_results
 
 
@@ -38,9 +33,7 @@ def train(job: TrainingJob, progress=None) -> dict:
         "dataset_meta": {"classes": tuple(c["name"] for c in categories)},
         "anonymization_impact": {"backend": "mmdetection", "api": 3, "config": config, "category_ids": [c["id"] for c in categories]},
     }
-    buffer = io.BytesIO()
-    torch.save({"state_dict": final["state_dict"], "meta": meta}, buffer)
-    write_bytes_atomic(Path(job.output), buffer.getvalue())
+    save_weights(job.output, final["state_dict"], meta)
     return {
         "iterations": job.schedule["iterations"],
         "epochs": config["train_cfg"]["max_epochs"],
@@ -58,15 +51,11 @@ def predict(weights: Path, annotation: dict, image_root: Path, *, device: str = 
 
     register_all_modules()
     torch.set_num_threads(threads)
-    meta = torch.load(weights, map_location="cpu").get("meta", {}).get("anonymization_impact")
-    if meta is None or meta.get("api") != 3:
-        raise WorkflowInputError(f"{weights} was not written by this workflow's MMDetection 3.x backend")
+    meta = weights_meta(weights, api=3)
     model = init_detector(Config(meta["config"]), str(weights), device=resolve_device(device))
     results = []
-    images = annotation["images"]
-    for image in progress(images) if progress else images:
-        pixels, _, _ = decode_image(Path(image_root) / image["file_name"])
-        predicted = inference_detector(model, np.ascontiguousarray(pixels[:, :, ::-1])).pred_instances  # BGR, as mmcv reads
+    for image, pixels in images_bgr(annotation, image_root, progress):
+        predicted = inference_detector(model, pixels).pred_instances
         results.extend(
             coco_results(
                 image["id"],
