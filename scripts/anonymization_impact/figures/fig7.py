@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .style import save_figure  # noqa: E402
+
 LABELS = {"coco": "COCO", "cityscapes": "Cityscapes", "bdd100k": "BDD100K"}
 
 
@@ -70,7 +72,4 @@ def plot(persons_by_dataset: dict[str, dict], pdf_path: Path, png_path: Path, sy
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
-    # No creation dates or software tags, so that the same data gives the same bytes.
-    figure.savefig(pdf_path, metadata={"CreationDate": None, "Producer": None, "Creator": None})
-    figure.savefig(png_path, dpi=200, metadata={"Software": None})
-    plt.close(figure)
+    save_figure(figure, pdf_path, png_path)
