@@ -36,8 +36,9 @@ Why the face files become two different documents: a face-regions document needs
 of every box. COCO's file carries it (``keypoint_indices``). The Cityscapes and BDD100K files only
 hold the boxes that matched *some* person; re-running the same greedy matching (our
 ``regions.build_face_regions``) on exactly those boxes reproduces their pairs: every dropped box
-had no candidate left (its masks taken by earlier boxes, or none above the IoU threshold), so removing it changes nothing but the third
-tie-break key (number of candidate boxes per mask). So they become ``face-detections/v1``
+had no candidate left (its masks taken by earlier boxes, or none above the IoU threshold), so
+removing it changes nothing but the third tie-break key (number of candidate boxes per mask).
+So they become ``face-detections/v1``
 documents for the workflow's own matching step, and the import checks that every published box
 is matched again. BDD100K's scores were not published: they are set to 1.0 (``scores_published:
 false``), which only loses the score tie-break between boxes of exactly equal IoU.
