@@ -30,6 +30,7 @@ TINY = {
     "lr_steps": [0.5], "warmup_iterations": 2, "fpn_channels": 16, "head_channels": 16,
     "rpn_pre_nms_top_n": 50, "rpn_post_nms_top_n": 25, "box_batch_size_per_image": 16,
     "trainable_backbone_layers": 5, "init": "scratch",
+    "backbone_width": 16,  # narrow: keeps each run's weights and checkpoint at a few MB on disk
 }
 
 
