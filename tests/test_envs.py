@@ -30,6 +30,9 @@ PACKAGE = "anonymization_impact"
 TRAINING = REPO / "scripts" / PACKAGE / "training"
 # Envs of the paper's stack: PyTorch 1.12.1 + CUDA 11.3 from the pytorch channel, Python 3.9.
 PAPER_ENVS = {BACKEND_ENVS[backend]["paper"] for backend in ("detectron2", "mmdetection")}
+# DeepPrivacy2 at the paper's commit: its own pins (Python 3.9, PyTorch 1.13.1 + CUDA 11.7 from
+# the pytorch and nvidia channels), not this project's versions.
+DEEPPRIVACY2_ENV = "envs/deepprivacy2.yaml"
 # Packages where an env may differ from requirements.txt, and why.
 UNSYNCED = {
     "envs/mmdetection-current.yaml": {"torch", "torchvision", "numpy"},  # mmcv 2.1.0 wheels: torch 2.1 (numpy < 2)
@@ -58,6 +61,7 @@ DISTRIBUTIONS = {
     "mmdet": {"mmdet"},
     "mmcv": {"mmcv-full", "mmcv"},
     "mmengine": {"mmengine"},
+    "skimage": {"scikit-image"},
 }
 CONDA_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<version>[0-9][A-Za-z0-9_.+!]*)$")
 PIP_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)==(?P<version>[0-9][A-Za-z0-9_.+!]*)$")
@@ -66,13 +70,22 @@ GIT_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+) @ git\+https://[^@ ]+\.git@(?
 PIP_OPTION = re.compile(r"^--find-links https://\S+$")  # where prebuilt wheels (mmcv) come from
 
 
+def _directives(block: str) -> dict[str, str]:
+    """Directive name -> its lines, of one rule's text."""
+    return {m.group(1): m.group(0) for m in re.finditer(r"^    (\w+):\n(?:(?:        .*)?\n)*", block, flags=re.M)}
+
+
 def rule_blocks() -> dict[str, str]:
-    """Rule name -> its text, from the (snakefmt-formatted) Snakefile and rules/*.smk."""
+    """Rule name -> its text, from the (snakefmt-formatted) Snakefile and rules/*.smk; a
+    `use rule A as B with:` block is A's text with the directives it overrides replaced."""
     blocks = {}
     for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
         text = path.read_text()
         for match in re.finditer(r"^rule (\w+):\n((?:(?:    .*)?\n)*)", text, flags=re.M):
             blocks[match.group(1)] = match.group(2)
+        for match in re.finditer(r"^use rule (\w+) as (\w+) with:\n((?:(?:    .*)?\n)*)", text, flags=re.M):
+            directives = {**_directives(blocks[match.group(1)]), **_directives(match.group(3))}
+            blocks[match.group(2)] = "".join(directives.values())
     return blocks
 
 
@@ -213,6 +226,9 @@ def test_every_env_parses_uses_conda_forge_and_pins_everything(env):
     if f"envs/{env.name}" in PAPER_ENVS:
         assert document["channels"] == ["pytorch", "conda-forge", "nodefaults"], f"{env.name}: channels must be pytorch + conda-forge + nodefaults"
         assert pins.get("python") == "3.9", f"{env.name}: the paper's stack is pinned to python 3.9"
+    elif f"envs/{env.name}" == DEEPPRIVACY2_ENV:
+        assert document["channels"] == ["pytorch", "nvidia", "conda-forge", "nodefaults"], f"{env.name}: channels must be pytorch + nvidia + conda-forge + nodefaults"
+        assert pins.get("python") == "3.9" and "pytorch-cuda" in pins, f"{env.name}: dp2's stack is python 3.9 with a CUDA build of PyTorch"
     else:
         assert document["channels"] == ["conda-forge", "nodefaults"], f"{env.name}: channels must be conda-forge + nodefaults"
         assert pins.get("python", "").startswith("3.11"), f"{env.name}: python must be pinned to 3.11"
@@ -259,7 +275,7 @@ def test_env_versions_equal_the_local_setup():
     aliases = {"matplotlib-base": "matplotlib", "pytorch": "torch"}
     checked = 0
     for env in sorted((REPO / "envs").glob("*.yaml")):
-        if f"envs/{env.name}" in PAPER_ENVS:
+        if f"envs/{env.name}" in PAPER_ENVS | {DEEPPRIVACY2_ENV}:
             continue
         for name, version in env_dependencies(env).items():
             local_name = aliases.get(name, name)

@@ -130,7 +130,7 @@ class _LeakyMethod:
 
     name, sees_region, space = "leaky", True, "crop"
 
-    def synthesize(self, crop, known, keypoints, rng):
+    def synthesize(self, crop, geometry, keypoints, rng):
         return crop.astype(np.float32) + 1.0
 
 
@@ -317,6 +317,6 @@ def test_blur_audit_says_obfuscated_not_removed(twins, tmp_path):
     assert not audit["leak_check"]["applies"]
 
 
-def test_realistic_methods_fail_clearly_until_the_generators_exist():
-    with pytest.raises(NotImplementedError, match="DeepPrivacy2"):
+def test_realistic_variants_need_their_generators():
+    with pytest.raises(ValueError, match="build_realistic"):
         build_method(variant(region="body", method="realistic"))

@@ -8,7 +8,32 @@ STATEMENTS = {
     "maskout": "Regions are replaced by a constant; the output does not depend on the original pixels inside them (leak-checked).",
     "blur": "Regions are obfuscated by a Gaussian blur, not removed: the blurred pixels are a function of the original ones, and blurred faces can be re-identified.",
     "realistic": "Regions are replaced by synthesized content; the generator never sees the original pixels inside them (leak-checked).",
+    "realistic-histogram": "Regions are replaced by synthesized content; the generator never sees the original pixels inside them, "
+                           "but the synthesized person is adjusted to the colour histogram of the original crop, region included "
+                           "(HM / HM-LO, paper Sec. 3.4), so colour statistics of the original person carry over.",
 }
+
+
+def _statement(variant: dict) -> str:
+    if variant["method"] == "realistic" and variant.get("postprocess", "none") != "none":
+        return STATEMENTS["realistic-histogram"]
+    return STATEMENTS[variant["method"]]
+
+
+def _generator_summary(shard_audits: list[dict]) -> dict | None:
+    """Which generator made the pixels and, for HM-LO, how the optimization went."""
+    summaries = [audit["method"] for audit in shard_audits if "method" in audit]
+    if not summaries:
+        return None
+    summary = {"generator": sorted({s["generator"] for s in summaries}), "instances": sum(s["instances"] for s in summaries),
+               "truncation": summaries[0]["truncation"], "postprocess": summaries[0]["postprocess"]}
+    optimized = [s for s in summaries if "hmlo" in s]
+    if optimized:
+        instances = sum(s["instances"] for s in optimized)
+        summary["hmlo"] = {"below_threshold": sum(s["hmlo"]["below_threshold"] for s in optimized), "instances": instances,
+                           "max_steps": max(s["hmlo"]["max_steps"] for s in optimized),
+                           "mean_steps": sum(s["hmlo"]["mean_steps"] * s["instances"] for s in optimized) / instances}
+    return summary
 
 
 def tree_audit(dataset: str, variant_name: str, variant: dict, shard_audits: list[dict], excluded: dict, faces: dict | None) -> dict:
@@ -23,7 +48,7 @@ def tree_audit(dataset: str, variant_name: str, variant: dict, shard_audits: lis
         "variant_config": variant,
         "region": variant["region"],
         "method": variant["method"],
-        "statement": STATEMENTS[variant["method"]],
+        "statement": _statement(variant),
         "images": {
             "total": len(images),
             "anonymized": sum(1 for record in images if record["anonymized"]),
@@ -43,6 +68,12 @@ def tree_audit(dataset: str, variant_name: str, variant: dict, shard_audits: lis
         "shards": len(shard_audits),
         "per_image": sorted(images, key=lambda record: record["image"]),
     }
+    generator = _generator_summary(shard_audits)
+    if generator is not None:
+        audit["generator"] = generator
+    reasons = {check["not_applicable_because"] for check in leak_checks if "not_applicable_because" in check}
+    if reasons:
+        audit["leak_check"]["not_applicable_because"] = sorted(reasons)[0]
     if faces is not None:
         audit["face_detection"] = {key: faces[key] for key in ("confidence", "min_match_iou", "counts")}
     return audit
@@ -59,8 +90,17 @@ def audit_markdown(audit: dict) -> str:
         "- Not anonymized:" if instances["not_anonymized_by_reason"] else "- Not anonymized: none.",
     ]
     lines += [f"  - {count} × {reason}" for reason, count in instances["not_anonymized_by_reason"].items()]
+    if "generator" in audit:
+        generator = audit["generator"]
+        lines.append(f"- Generator: {'; '.join(generator['generator'])}; truncation {generator['truncation']}, post-processing {generator['postprocess']}.")
+        if "hmlo" in generator:
+            hmlo = generator["hmlo"]
+            lines.append(f"- HM-LO: {hmlo['below_threshold']} of {hmlo['instances']} persons reached the loss threshold; "
+                         f"{hmlo['mean_steps']:.1f} Adam steps on average, at most {hmlo['max_steps']}.")
     if leak["applies"]:
         lines.append(f"- Leak check: {leak['images_checked']} images re-anonymized with the region pixels replaced by noise; output identical: {'yes' if leak['passed'] else 'NO'}.")
+    elif "not_applicable_because" in leak:
+        lines.append(f"- Leak check: not applicable: {leak['not_applicable_because']}.")
     else:
         lines.append("- Leak check: not applicable (the method transforms the original pixels).")
     lines.append("- Metadata: anonymized images are encoded from pixels only (no EXIF, GPS, thumbnails, ICC profiles or comments).")

@@ -60,6 +60,7 @@ class CropGeometry:
     size: tuple[int, int]       # crop (height, width): (288, 160) body, (128, 128) face
     known: np.ndarray           # bool (height, width): True = keep the original, False = anonymize
     fdf_resize: bool            # faces: FDF rule (bicubic when enlarging, area when shrinking)
+    person: np.ndarray | None = None  # bodies: bool (height, width) undilated person mask (HM's blend)
 
     def __post_init__(self) -> None:
         known = np.asarray(self.known, dtype=bool)
@@ -71,6 +72,12 @@ class CropGeometry:
         known = known.copy()
         known.flags.writeable = False
         object.__setattr__(self, "known", known)
+        if self.person is not None:
+            person = np.array(self.person, dtype=bool)
+            if person.shape != known.shape:
+                raise ValueError(f"person mask has shape {person.shape}, expected {tuple(self.size)}")
+            person.flags.writeable = False
+            object.__setattr__(self, "person", person)
         object.__setattr__(self, "box", tuple(int(v) for v in self.box))
         object.__setattr__(self, "size", (int(self.size[0]), int(self.size[1])))
 
@@ -361,10 +368,10 @@ def body_crop(mask: np.ndarray, *, target=BODY_SIZE, percentage_background: floa
     box = expanded_body_box(mask, target=(th, tw), percentage_background=percentage_background,
                             axis_minimum_expansion=axis_minimum_expansion)
     cut, _ = _cut_padded(mask, box)
-    region = _resize_nearest(cut, th, tw)
-    region = _dilate(region, int((th * tw) ** 0.5 * dilation_percentage))
+    person = _resize_nearest(cut, th, tw)
+    region = _dilate(person, int((th * tw) ** 0.5 * dilation_percentage))
     _clear_padding(region, box, height, width)
-    return CropGeometry(box=box, size=(th, tw), known=~region, fdf_resize=False)
+    return CropGeometry(box=box, size=(th, tw), known=~region, fdf_resize=False, person=person)
 
 
 # ----------------------------------------------------------------------------------------------- faces

@@ -1,12 +1,14 @@
 """Anonymization methods behind one per-instance interface.
 
 A method receives one instance's crop (already cut from the image and resized to the
-generator's size), the crop-space ``known`` mask (True = keep, False = region), the
-instance's keypoints (or None) and a random generator seeded for that instance; it returns
-the synthesized crop (float, 0..255), which the caller pastes back through the region.
-Methods with ``sees_region = False`` get a crop whose region pixels were zeroed in the
-image before cutting, so their output cannot depend on what was there (the leak check of
-the audit verifies that). The realistic DeepPrivacy2 generators plug into the same API.
+generator's size), its ``CropGeometry`` (box, crop-space ``known`` mask: True = keep, False =
+region; the person mask for bodies), the instance's image-space keypoints (or None) and a
+random generator seeded for that instance; it returns the synthesized crop (float, 0..255),
+which the caller pastes back through the region. Methods with ``sees_region = False`` get a
+crop whose region pixels were zeroed in the image before cutting, so their output cannot
+depend on what was there (the leak check of the audit verifies that). The realistic method
+(``realistic.method.Realistic``) implements the same API; with HM / HM-LO it also receives
+``original``, the crop of the untouched image, for its colour histogram.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from typing import Protocol
 import numpy as np
 from scipy import ndimage
 
+from .geometry import CropGeometry
+
 
 class Method(Protocol):
     name: str
     sees_region: bool  # False: the region's pixels are never shown to the method
     space: str  # "crop" (synthesize in crop space) or "image" (apply in image space)
 
-    def synthesize(self, crop: np.ndarray, known: np.ndarray, keypoints: np.ndarray | None, rng: np.random.Generator) -> np.ndarray: ...
+    def synthesize(self, crop: np.ndarray, geometry: CropGeometry, keypoints: np.ndarray | None, rng: np.random.Generator) -> np.ndarray: ...
 
 
 def gaussian_kernel(sigma: float, size: int) -> np.ndarray:
@@ -59,7 +63,7 @@ class MaskOut:
         # caller may skip cutting and resampling (same bytes, several times faster).
         self.fill_value = value
 
-    def synthesize(self, crop, known, keypoints, rng):
+    def synthesize(self, crop, geometry, keypoints, rng):
         return np.full(crop.shape, float(self.value), dtype=np.float32)
 
 
@@ -73,17 +77,15 @@ class Blur:
     def __init__(self, sigma: float = 7, kernel: int = 21, space: str = "crop"):
         self.sigma, self.kernel, self.space = sigma, kernel, space
 
-    def synthesize(self, crop, known, keypoints, rng):
+    def synthesize(self, crop, geometry, keypoints, rng):
         return gaussian_blur(crop, self.sigma, min(self.kernel, crop.shape[1]))
 
 
 def build_method(variant: dict) -> Method:
-    """The method object of a validated variant config."""
+    """The method object of a validated traditional variant (realistic ones:
+    ``realistic.method.build_realistic``, which needs generators)."""
     if variant["method"] == "maskout":
         return MaskOut(variant["maskout_value"])
     if variant["method"] == "blur":
         return Blur(variant["blur_sigma"], variant["blur_kernel"], variant["blur_space"])
-    raise NotImplementedError(
-        f"method {variant['method']!r} needs the DeepPrivacy2 generators, which this workflow "
-        "does not provide yet (see the issue on realistic anonymization)"
-    )
+    raise ValueError(f"variant {variant!r} is realistic: build it with realistic.method.build_realistic and its generators")

@@ -8,6 +8,7 @@ instance), so the bytes do not depend on the shard count or the order of work.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
@@ -19,15 +20,18 @@ import numpy as np
 from PIL import Image
 
 from .errors import DatasetError, WorkflowInputError
-from .geometry import CropGeometry, body_crop, cut_resize, expanded_box_area, face_crop, paste
+from .geometry import FACE_SIZE, CropGeometry, body_crop, cut_resize, expanded_box_area, face_box_expanded, face_crop, paste
 from .io import decode_image, require_file, write_bytes_atomic
 from .masks import decode
 from .methods import Method, gaussian_blur
 
 REASON_TOO_SMALL = "too small (expanded box below min_size x min_size)"
 REASON_NO_FACE = "no matched face detection"
+HISTOGRAM_REASON = ("HM / HM-LO adjust the synthesized person to the colour histogram of the original crop, "
+                    "region included (paper Sec. 3.4); the generator's own input is zero inside the region")
 SNAKEMAKE_MARKER = ".snakemake_timestamp"  # Snakemake's mtime file in directory outputs (twins, shards)
 JPEG_OPTIONS = {"quality": 100, "subsampling": 0, "optimize": False}  # as the paper's data
+HR_FACE_SIZE = (256, 256)
 
 
 class LeakCheckError(RuntimeError):
@@ -42,8 +46,16 @@ def shard_of(file_name: str, shards: int) -> int:
     return name_hash(file_name) % shards
 
 
-def instance_rng(seed: int, file_name: str, instance_id: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, name_hash(file_name), instance_id]))
+def persons_in_shard(persons: dict, shard: int, shards: int) -> int:
+    images = {image["id"] for image in persons["images"] if shard_of(image["file_name"], shards) == shard}
+    return sum(1 for annotation in persons["annotations"] if annotation["image_id"] in images)
+
+
+def instance_rng(seed: int, file_name: str, instance_id: int, stream: int = 0) -> np.random.Generator:
+    """The random draws of one instance; ``stream`` separates a second pass over the same
+    instance (HR faces)."""
+    entropy = [seed, name_hash(file_name), instance_id] + ([stream] if stream else [])
+    return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
 @dataclass
@@ -52,10 +64,16 @@ class Target:
     geometry: CropGeometry
     keypoints: np.ndarray | None
     area: int
+    stream: int = 0  # 1: the HR-face pass over a face already anonymized at 128x128
 
 
-def plan_targets(region: str, image: dict, annotations: list[dict], faces: list[dict] | None, min_size: int) -> tuple[list[Target], list[dict]]:
-    """Targets of one image in processing order (smallest first) and the instances skipped, with why."""
+def plan_targets(region: str, image: dict, annotations: list[dict], faces: list[dict] | None, min_size: int,
+                 hr_faces: bool = False) -> tuple[list[Target], list[dict]]:
+    """Targets of one image in processing order (smallest first) and the instances skipped, with why.
+
+    ``hr_faces`` ("realistic + HR faces", dp2 ``tools/anonymization/coco/refine_faces.py``): after
+    every face was anonymized at 128x128, the faces whose FDF128-expanded box is at least 128x128
+    are anonymized again, at 256x256 with the FDF256 expansion."""
     height, width = image["height"], image["width"]
     targets, skipped = [], []
     if region == "body":
@@ -74,7 +92,20 @@ def plan_targets(region: str, image: dict, annotations: list[dict], faces: list[
             x0, y0, x1, y1 = face["box"]
             targets.append(Target(face["person_id"], face_crop(face["box"], height, width), None, int(round((x1 - x0) * (y1 - y0)))))
     targets.sort(key=lambda target: (target.area, target.instance_id))
+    if hr_faces and region == "face":
+        targets += _hr_face_targets(faces, height, width)
     return targets, skipped
+
+
+def _hr_face_targets(faces: list[dict], height: int, width: int) -> list[Target]:
+    refined = []
+    for face in faces:
+        x0, y0, x1, y1 = face_box_expanded(face["box"], height, width, fdf128_expand=True)
+        if (x1 - x0) * (y1 - y0) >= FACE_SIZE[0] * FACE_SIZE[1]:
+            geometry = face_crop(face["box"], height, width, target=HR_FACE_SIZE, fdf128_expand=False)
+            fx0, fy0, fx1, fy1 = face["box"]
+            refined.append(Target(face["person_id"], geometry, None, int(round((fx1 - fx0) * (fy1 - fy0))), stream=1))
+    return sorted(refined, key=lambda target: (target.area, target.instance_id))
 
 
 def anonymize_pixels(pixels: np.ndarray, targets: list[Target], method: Method, seed: int, file_name: str) -> np.ndarray:
@@ -94,8 +125,11 @@ def anonymize_pixels(pixels: np.ndarray, targets: list[Target], method: Method, 
             source = image.copy()
             source[window][region] = 0  # the method never sees what was there
         crop = cut_resize(source, target.geometry)
-        rng = instance_rng(seed, file_name, target.instance_id)
-        synthesized = method.synthesize(crop, target.geometry.known, target.keypoints, rng)
+        rng = instance_rng(seed, file_name, target.instance_id, target.stream)
+        if getattr(method, "uses_region_histogram", False):  # HM / HM-LO: the original's colours
+            synthesized = method.synthesize(crop, target.geometry, target.keypoints, rng, original=cut_resize(image, target.geometry))
+        else:
+            synthesized = method.synthesize(crop, target.geometry, target.keypoints, rng)
         paste(image, target.geometry, synthesized)
     return image
 
@@ -161,11 +195,14 @@ def anonymize_shard(
     # independent of the input order, and it is checked at once: no image stays in memory.
     images = sorted((image for image in persons["images"] if shard_of(image["file_name"], shards) == shard), key=lambda image: name_hash(image["file_name"]))
     records, oriented = [], 0
-    leak_check = {"applies": not method.sees_region, "images_checked": [], "passed": None}
+    leak_check = {"applies": not method.sees_region and not getattr(method, "uses_region_histogram", False),
+                  "images_checked": [], "passed": None}
+    if getattr(method, "uses_region_histogram", False):
+        leak_check["not_applicable_because"] = HISTOGRAM_REASON
     for image in progress(images):
         annotations = by_image.get(image["id"], [])
         image_faces = None if faces is None else faces["images"].get(image["file_name"], [])
-        targets, skipped = plan_targets(variant["region"], image, annotations, image_faces, variant["min_size"])
+        targets, skipped = plan_targets(variant["region"], image, annotations, image_faces, variant["min_size"], variant.get("hr_faces", False))
         records.append({"image": image["file_name"], "anonymized": [t.instance_id for t in targets], "skipped": skipped})
         if not targets:
             continue
@@ -183,17 +220,23 @@ def anonymize_shard(
     if leak_check["applies"]:
         leak_check["passed"] = True
     records.sort(key=lambda record: record["image"])
-    return {"shard": shard, "shards": shards, "images": records, "exif_oriented_images": oriented, "leak_check": leak_check}
+    audit = {"shard": shard, "shards": shards, "images": records, "exif_oriented_images": oriented, "leak_check": leak_check}
+    if hasattr(method, "summary"):
+        audit["method"] = method.summary()
+    return audit
 
 
 def check_no_leak(pixels, targets, method, seed, file_name, expected) -> None:
     """Replace every region's original pixels with noise, anonymize again, demand the same output."""
+    statistics = copy.deepcopy(getattr(method, "statistics", None))  # the rerun is not new work
     height, width = pixels.shape[:2]
     union = region_union(targets, height, width)
     noise_rng = np.random.default_rng(np.random.SeedSequence([seed, name_hash(file_name), 2**32 - 1]))
     noisy = pixels.copy()
     noisy[union] = noise_rng.integers(0, 256, size=(int(union.sum()), 3), dtype=np.uint8)
     again = anonymize_pixels(noisy, targets, method, seed, file_name)
+    if statistics is not None:
+        method.statistics = statistics
     if not np.array_equal(again, expected):
         changed = int(np.any(again != expected, axis=-1).sum())
         raise LeakCheckError(

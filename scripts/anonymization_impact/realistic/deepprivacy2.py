@@ -63,10 +63,9 @@ from typing import Callable
 import torch
 
 from ..errors import WorkflowInputError
+from . import DP2_COMMIT, DP2_REPOSITORY
 from .generator import CropTensors
 
-DP2_REPOSITORY = "https://github.com/hukkelas/deep_privacy2"
-DP2_COMMIT = "f4d8f09d1eb8f758c89cf1795ae41f20533942d3"  # HEAD of deep_privacy2, 2024-01-28
 ENV_FILE = "envs/deepprivacy2.yaml"
 RULE = "anonymize_shard"
 ROOT_VARIABLE = "DP2_ROOT"

@@ -1,0 +1,77 @@
+"""Building the generators of a realistic variant, and where they run."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from ..errors import WorkflowInputError
+from .generator import Generator, crop_tensors
+from .standin import StandinGenerator
+
+# crop (height, width) of each generator role (DESIGN section 2)
+ROLE_SIZES = {"face": (128, 128), "face_hr": (256, 256), "body": (288, 160)}
+ROLE_REGIONS = {"face": "face", "face_hr": "face", "body": "body"}
+# the DeepPrivacy2 generator (realistic.deepprivacy2.GENERATORS) of each role
+DEEPPRIVACY2_GENERATORS = {"face": "fdf128", "face_hr": "fdf256", "body": "triagan"}
+
+
+def resolve_device(requested: str, log: logging.Logger) -> str:
+    """The configured device, or the CPU with a warning when no GPU is there (allowed, slow)."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        log.warning("realistic.device is cuda but this machine has no GPU: the generators run on the CPU, "
+                    "which is slow (an estimate follows)")
+        return "cpu"
+    return requested
+
+
+def load_generators(settings: dict, weights: dict[str, str], device: str,
+                    dp2_root: str | None = None) -> dict[tuple[int, int], Generator]:
+    """Generators keyed by crop size, for the roles in ``settings`` (``get_generator_settings``);
+    DeepPrivacy2's need ``weights`` (role -> checkpoint file) and its checkout ``dp2_root``."""
+    kind, generators = settings["kind"], {}
+    for role in settings["roles"]:
+        size = ROLE_SIZES[role]
+        if kind == "standin":
+            generators[size] = StandinGenerator(ROLE_REGIONS[role], size, seed=settings["standin_seed"] + len(generators))
+        elif kind == "deepprivacy2":
+            from .deepprivacy2 import load_generator
+
+            generators[size] = load_generator(DEEPPRIVACY2_GENERATORS[role], weights[role], device, dp2_root=dp2_root)
+        else:
+            raise WorkflowInputError(
+                f"no generator for realistic anonymization ({kind!r}): a twin needs realistic.synthetic_generator"
+            )
+    return generators
+
+
+def seconds_per_instance(generators: dict[tuple[int, int], Generator], device: str, repeats: int = 2) -> float:
+    """Measured time of one synthesis of the largest crop (the estimate a CPU run warns with)."""
+    size = max(generators, key=lambda s: s[0] * s[1])
+    generator = generators[size]
+    blank = np.zeros((*size, 3), dtype=np.uint8)
+    known = np.zeros(size, dtype=bool)
+    keypoints = np.zeros((17, 3), dtype=np.float32) if generator.region == "body" else None
+    inputs = crop_tensors(blank, known, known if generator.region == "body" else None, keypoints, device)
+    with torch.no_grad():
+        w = generator.w_avg[None].to(device)
+        generator.synthesize(inputs, w)  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            generator.synthesize(inputs, w)
+    return (time.perf_counter() - start) / repeats
+
+
+def prepare_generators(settings: dict, weights: dict[str, str], dp2_root: str | None, persons_in_shard: int,
+                       log: logging.Logger) -> tuple[dict[tuple[int, int], Generator], str]:
+    """Generators and device of one shard job; on a CPU, DeepPrivacy2 runs with a measured estimate."""
+    device = resolve_device(settings["device"], log)
+    generators = load_generators(settings, weights, device, dp2_root)
+    if device == "cpu" and settings["kind"] == "deepprivacy2":
+        seconds = seconds_per_instance(generators, device)
+        log.warning("about %.2f s per person on this CPU: ~%.1f h for the %d persons of this shard",
+                    seconds, seconds * persons_in_shard / 3600, persons_in_shard)
+    return generators, device
