@@ -1,16 +1,49 @@
-"""Rule faces_detect: DSFD face detection on a real dataset's training split.
+"""Rule faces_detect: DSFD face boxes on the training images that have a person to anonymize.
 
-Not part of the workflow yet: it needs the `face_detection` package (0.2.2) with the DSFD
-weights, which cannot be fetched here. Until then the rule stops with what to provide.
+Writes the raw ``face-detections/v1`` document (docs/anonymization.md, "Face detections"):
+every box with score >= params.confidence (use the lowest per-dataset threshold, 0.2, so the
+file serves any of them; rule faces_match applies the dataset's own). Runs in envs/detectors.yaml
+on a GPU; docs/detectors.md says what the settings mean and what has been run.
+
+input:  persons (results/annotations/<dataset>/train/persons.json), weights (the DSFD
+        WIDERFace ResNet-152 state dict, WIDERFace_DSFD_RES152.pth)
+params: root (dataset root), confidence (detector threshold), and optionally nms_iou (0.3),
+        max_resolution (None: full resolution, as the paper), device ("cuda"), batch_size (1)
+output: the detections JSON; log: one file
 """
 
-from anonymization_impact.errors import WorkflowInputError
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from anonymization_impact import detectors
+from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
 
-with logged(snakemake.log[0]):  # noqa: F821 (snakemake is injected)
-    raise WorkflowInputError(
-        f"face detections for {snakemake.wildcards.dataset} are missing: DSFD detection "  # noqa: F821
-        "(face_detection==0.2.2 and its weights) is not implemented in this workflow yet. "
-        f"Write the detections of the training split to {snakemake.output[0]} in the "  # noqa: F821
-        "'face-detections/v1' format (README, 'Face regions') or use the synthetic twin."
+with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
+    params, inputs = snakemake.params, snakemake.input  # noqa: F821
+    detectors.require_rule_fields("faces_detect", inputs, params, inputs=("persons", "weights"), params=("root", "confidence"))
+    persons = read_json(inputs.persons)
+    weights = Path(inputs.weights)
+    max_resolution = getattr(params, "max_resolution", None)
+    settings = detectors.DsfdSettings(
+        confidence=float(params.confidence),
+        nms_iou=float(getattr(params, "nms_iou", 0.3)),
+        max_resolution=int(max_resolution) if max_resolution not in (None, "") else None,
+        device=str(getattr(params, "device", "cuda")),
     )
+    images = detectors.face_detection_images(persons, Path(params.root))
+    log.info("DSFD on %d images with persons (%s), weights %s", len(images), settings, weights)
+    detector = detectors.build_face_detector(weights, settings)
+    document = detectors.detect_faces(
+        images,
+        detector,
+        dataset=persons.get("info", {}).get("dataset", snakemake.wildcards.dataset),  # noqa: F821
+        split=persons.get("info", {}).get("split", "train"),
+        detector_info=detectors.dsfd_info(settings, weights),
+        batch_size=int(getattr(params, "batch_size", 1)),
+        progress=lambda items: tqdm(items, desc="DSFD", file=sys.stderr, mininterval=30),
+    )
+    write_json_atomic(snakemake.output[0], document)  # noqa: F821
+    log.info("face detections: %s", document["counts"])
