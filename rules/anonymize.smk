@@ -1,36 +1,4 @@
-# Anonymized image trees: face regions, sharded anonymization, tree assembly and audit.
-
-
-rule faces_match:
-    input:
-        detections=get_face_detections,
-        persons="results/annotations/{dataset}/train/persons.json",
-    output:
-        "results/regions/{dataset}/faces.json",
-    log:
-        "logs/regions/{dataset}/faces.log",
-    benchmark:
-        "benchmarks/regions/{dataset}/faces.tsv"
-    conda:
-        "../envs/anonymize.yaml"
-    params:
-        confidence=lambda wildcards: config["face_detection"]["confidence"][
-            wildcards.dataset
-        ],
-        min_iou=config["face_detection"]["min_match_iou"],
-    script:
-        "../scripts/match_faces.py"
-
-
-rule faces_detect:
-    output:
-        "results/faces/{dataset}/detections.json",
-    log:
-        "logs/faces/{dataset}/detections.log",
-    conda:
-        "../envs/anonymize.yaml"
-    script:
-        "../scripts/detect_faces.py"
+# Anonymized image trees: sharded anonymization, tree assembly and audit.
 
 
 rule anonymize_shard:
@@ -43,6 +11,8 @@ rule anonymize_shard:
         "logs/anonymized/{dataset}/{variant}/shard-{shard}.log",
     benchmark:
         "benchmarks/anonymized/{dataset}/{variant}/shard-{shard}.tsv"
+    wildcard_constraints:
+        variant="|".join(TRADITIONAL_VARIANTS) or "(?!)",
     conda:
         "../envs/anonymize.yaml"
     params:
@@ -50,8 +20,39 @@ rule anonymize_shard:
         variant=lambda wildcards: config["variants"][wildcards.variant],
         shards=config["anonymization"]["shards"],
         leak_check_images=config["anonymization"]["leak_check_images"],
+        generators=None,
     script:
         "../scripts/anonymize_shard.py"
+
+
+# Realistic variants: the same shards, made by generators (DeepPrivacy2 on a GPU for the
+# real datasets; on a twin, the configured synthetic generator).
+use rule anonymize_shard as anonymize_shard_realistic with:
+    input:
+        unpack(get_realistic_shard_inputs),
+    wildcard_constraints:
+        variant="|".join(REALISTIC_VARIANTS) or "(?!)",
+    conda:
+        "../envs/deepprivacy2.yaml"
+    params:
+        root=get_dataset_root,
+        variant=lambda wildcards: config["variants"][wildcards.variant],
+        shards=config["anonymization"]["shards"],
+        leak_check_images=config["anonymization"]["leak_check_images"],
+        generators=get_generator_settings,
+
+
+rule deepprivacy2_source:
+    output:
+        directory(f"resources/deepprivacy2/{DP2_COMMIT}"),
+    log:
+        "logs/weights/deepprivacy2-source.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        url=f"{DP2_REPOSITORY}/archive/{DP2_COMMIT}.tar.gz",
+    script:
+        "../scripts/download_deepprivacy2.py"
 
 
 rule anonymize_tree:

@@ -17,6 +17,8 @@ from anonymization_impact.config import (
 from anonymization_impact.datasets import reader
 from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.training import BACKEND_ENVS, init_weights_name
+from anonymization_impact.realistic import DP2_COMMIT, DP2_REPOSITORY
+from anonymization_impact.training.weights import fetch_instructions
 
 try:
     _validated = validate_config(config)
@@ -51,6 +53,8 @@ localrules:
     anonymize_tree,
     anonymized_trees,
     weights_download,
+    deepprivacy2_source,
+    keypoints_twin,
     metrics,
     tables_latex,
     table1,
@@ -101,16 +105,140 @@ def get_fig7_persons():
     )
 
 
-# Methods that run without external weights; realistic variants need DeepPrivacy2.
+# Methods that run without external weights; realistic variants need generators.
 TRADITIONAL_METHODS = ("blur", "maskout")
+REALISTIC_VARIANTS = [
+    name
+    for name, variant in config["variants"].items()
+    if variant["method"] == "realistic"
+]
+TRADITIONAL_VARIANTS = [
+    name for name in config["variants"] if name not in REALISTIC_VARIANTS
+]
+
+
+def generator_roles(variant):
+    """The generators a realistic variant uses (keys of realistic.weights)."""
+    if variant["region"] == "body":
+        return ["body"]
+    return ["face", "face_hr"] if variant["hr_faces"] else ["face"]
+
+
+def _placed_weights(name, role):
+    """A weights entry, refusing before any job runs a file placed by hand whose size is wrong."""
+    entry = config["weights"].get(name)
+    if entry is None:
+        raise WorkflowInputError(
+            f"config key 'weights.{name}' is missing: {role} names it"
+        )
+    path = Path(entry["path"])
+    if entry.get("size") and path.is_file() and path.stat().st_size != entry["size"]:
+        raise WorkflowInputError(
+            f"weights '{name}' at {path} have {path.stat().st_size} bytes, expected "
+            f"{entry['size']}: delete the file and {fetch_instructions(name, entry)}"
+        )
+    return entry
+
+
+def get_generator_weights(wildcards):
+    """Weight files of a realistic variant's DeepPrivacy2 generators (none on a twin: its
+    generator is built here); a missing file is fetched by the local rule weights_download.
+    """
+    if config["datasets"][wildcards.dataset]["synthetic"]:
+        return {}
+    variant = config["variants"][wildcards.variant]
+    files = {
+        f"weights_{role}": _placed_weights(name, f"realistic.weights.{role}")["path"]
+        for role in generator_roles(variant)
+        for name in [config["realistic"]["weights"][role]]
+    }
+    return {**files, "deepprivacy2": rules.deepprivacy2_source.output[0]}
+
+
+def get_generator_settings(wildcards):
+    """What the shard script needs to build the generators of a realistic variant."""
+    synthetic = config["datasets"][wildcards.dataset]["synthetic"]
+    return {
+        "kind": (
+            config["realistic"]["synthetic_generator"] if synthetic else "deepprivacy2"
+        ),
+        "roles": generator_roles(config["variants"][wildcards.variant]),
+        "names": config["realistic"]["weights"],
+        "device": config["realistic"]["device"],
+        "standin_seed": config["realistic"]["standin_seed"],
+    }
+
+
+def get_keypoints(wildcards):
+    """Keypoints of the body targets where the dataset has none of its own (Cityscapes,
+    BDD100K): the twin's simulated estimator, ViTPose-H, or the authors' published file.
+    """
+    dataset = wildcards.dataset
+    if config["datasets"][dataset]["synthetic"]:
+        return rules.keypoints_twin.output[0].format(dataset=dataset)
+    if _from_authors(dataset):
+        return rules.authors_keypoints.output[0].format(dataset=dataset)
+    return rules.keypoints_detect.output[0].format(dataset=dataset)
+
+
+def _from_authors(dataset):
+    return (
+        not config["datasets"][dataset]["synthetic"]
+        and config["regions"]["source"][dataset] == "authors"
+    )
 
 
 def get_face_detections(wildcards):
-    """Raw face detections of the training split: the twin's simulated DSFD output, or the
-    DSFD rule's output for a real dataset."""
-    if config["datasets"][wildcards.dataset]["synthetic"]:
-        return rules.twins_generate.output.faces.format(dataset=wildcards.dataset)
-    return rules.faces_detect.output[0].format(dataset=wildcards.dataset)
+    """Raw face detections of the training split: the twin's simulated DSFD output, the
+    boxes the authors published (matched again here), detections made elsewhere
+    (face_detection.precomputed), or the DSFD rule's output."""
+    dataset = wildcards.dataset
+    if config["datasets"][dataset]["synthetic"]:
+        return rules.twins_generate.output.faces.format(dataset=dataset)
+    if _from_authors(dataset):
+        return rules.authors_face_detections.output[0].format(dataset=dataset)
+    if config["face_detection"]["precomputed"].get(dataset):
+        return config["face_detection"]["precomputed"][dataset]
+    return rules.faces_detect.output[0].format(dataset=dataset)
+
+
+def get_detector_weights(section):
+    """Input function: the weight file named by `<section>.weights` (DSFD, ViTPose-H)."""
+
+    def weights(wildcards):
+        name = config[section]["weights"]
+        return _placed_weights(name, f"{section}.weights")["path"]
+
+    return weights
+
+
+def get_face_regions(wildcards):
+    """Face boxes matched to persons; COCO's published boxes name their person already."""
+    if _from_authors(wildcards.dataset) and wildcards.dataset == "coco":
+        return rules.authors_face_regions.output[0].format(dataset=wildcards.dataset)
+    return rules.faces_match.output[0].format(dataset=wildcards.dataset)
+
+
+def authors_inputs(kind):
+    """Input function of an import rule: persons.json and the authors' `kind` file ("faces"
+    or "keypoints"), which must have been placed in the dataset root."""
+
+    def inputs(wildcards):
+        root = dataset_root(config, wildcards.dataset)
+        name = config["regions"]["authors_files"][wildcards.dataset].get(kind)
+        if name is None or not (root / name).is_file():
+            raise WorkflowInputError(
+                f"regions.source.{wildcards.dataset} is 'authors' but the authors' {kind} "
+                f"file {root / (name or '?')} is missing: download it (links in "
+                f"docs/authors-regions.md) or set regions.source.{wildcards.dataset}: detectors"
+            )
+        persons = rules.annotations_normalize.output.persons
+        return {
+            "persons": persons.format(dataset=wildcards.dataset, split="train"),
+            "published": str(root / name),
+        }
+
+    return inputs
 
 
 def get_anonymize_shard_inputs(wildcards):
@@ -120,9 +248,16 @@ def get_anonymize_shard_inputs(wildcards):
         ),
         "raw": get_raw_dataset_inputs(wildcards),
     }
-    if config["variants"][wildcards.variant]["region"] == "face":
-        inputs["faces"] = rules.faces_match.output[0].format(dataset=wildcards.dataset)
+    variant = config["variants"][wildcards.variant]
+    if variant["region"] == "face":
+        inputs["faces"] = get_face_regions(wildcards)
+    elif variant["method"] == "realistic" and wildcards.dataset != "coco":
+        inputs["keypoints"] = get_keypoints(wildcards)
     return inputs
+
+
+def get_realistic_shard_inputs(wildcards):
+    return {**get_anonymize_shard_inputs(wildcards), **get_generator_weights(wildcards)}
 
 
 def _shard_paths(wildcards, pattern):
@@ -151,7 +286,7 @@ def get_anonymized_tree_targets():
         for experiment in config["experiments"].values()
         if experiment["dataset"] in ENABLED_DATASETS
         for variant in experiment["variants"]
-        if variant != "original" and runnable(variant)
+        if variant != "original" and runnable_on(variant, experiment["dataset"])
     }
     return [
         rules.anonymize_tree.output.audit.format(dataset=dataset, variant=variant)
@@ -235,8 +370,9 @@ def get_init_weights(wildcards):
 
 
 def get_weights_entry(wildcards):
+    target = Path("resources/weights", wildcards.filename)
     for name, entry in config["weights"].items():
-        if Path(entry["path"]).name == wildcards.filename:
+        if Path(entry["path"]) == target:
             return {"name": name, **entry}
     raise WorkflowInputError(
         f"no entry of 'weights' has the file name {wildcards.filename!r}"
@@ -286,12 +422,19 @@ def get_pretraining_job_settings(wildcards):
     }
 
 
+def runnable_on(variant, dataset):
+    """Whether a variant's anonymized data can be made for a dataset: realistic variants
+    need DeepPrivacy2 (real datasets) or a synthetic generator (twins)."""
+    if variant == "original" or variant in TRADITIONAL_VARIANTS:
+        return True
+    if config["datasets"][dataset]["synthetic"]:
+        return config["realistic"]["synthetic_generator"] is not None
+    return True
+
+
 def runnable(variant):
-    """Rows whose anonymized data can be made here (realistic needs DeepPrivacy2)."""
-    return (
-        variant == "original"
-        or config["variants"][variant]["method"] in TRADITIONAL_METHODS
-    )
+    """Rows that can be made for every enabled dataset (the others read 'needs weights')."""
+    return all(runnable_on(variant, dataset) for dataset in ENABLED_DATASETS)
 
 
 def _runs(dataset, model, variants):
@@ -301,7 +444,7 @@ def _runs(dataset, model, variants):
     return {
         (dataset, variant, model, seed)
         for variant in variants
-        if runnable(variant)
+        if runnable_on(variant, dataset)
         for seed in config["seeds"]
     }
 
@@ -390,13 +533,13 @@ def get_qualitative_inputs(wildcards):
     trees = [
         rules.anonymize_tree.output.audit.format(dataset=wildcards.dataset, variant=v)
         for v in get_dataset_variants(wildcards.dataset)
-        if v != "original" and runnable(v)
+        if v != "original" and runnable_on(v, wildcards.dataset)
     ]
     return {
         "persons": rules.annotations_normalize.output.persons.format(
             dataset=wildcards.dataset, split="train"
         ),
-        "faces": rules.faces_match.output[0].format(dataset=wildcards.dataset),
+        "faces": get_face_regions(wildcards),
         "trees": trees,
     }
 

@@ -52,3 +52,20 @@ rule twins_pretrain_backbone:
         checkpoint_dir="resources/twins/pretraining/{backbone}_checkpoints",
     script:
         "../scripts/pretrain_backbone.py"
+
+
+rule keypoints_twin:
+    input:
+        truth=rules.twins_generate.output.truth,
+        persons="results/annotations/{dataset}/train/persons.json",
+    output:
+        "results/regions/{dataset}/keypoints-twin.json",
+    log:
+        "logs/regions/{dataset}/keypoints-twin.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        threshold=config["regions"]["keypoint_score_threshold"],
+        seed=config["synthetic"]["seed"],
+    script:
+        "../scripts/simulate_keypoints.py"

@@ -1,4 +1,4 @@
-"""Rule anonymize_shard: anonymize one shard of one (dataset, variant) tree."""
+"""Rules anonymize_shard and anonymize_shard_realistic: anonymize one shard of one (dataset, variant) tree."""
 
 import sys
 from pathlib import Path
@@ -6,21 +6,38 @@ from pathlib import Path
 from tqdm import tqdm
 
 from anonymization_impact.io import read_json, write_json_atomic
+from anonymization_impact.keypoints import attach_keypoints
 from anonymization_impact.logs import logged
 from anonymization_impact.methods import build_method
-from anonymization_impact.trees import anonymize_shard
+from anonymization_impact.trees import anonymize_shard, persons_in_shard
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
-    wildcards, params = snakemake.wildcards, snakemake.params  # noqa: F821
+    wildcards, params, inputs = snakemake.wildcards, snakemake.params, snakemake.input  # noqa: F821
     output_dir = Path(snakemake.output.images)  # noqa: F821
     output_dir.mkdir(parents=True, exist_ok=True)
-    faces = read_json(snakemake.input.faces) if "faces" in snakemake.input.keys() else None  # noqa: F821
+    persons = read_json(inputs.persons)
+    faces = read_json(inputs.faces) if "faces" in inputs.keys() else None
+    if "keypoints" in inputs.keys():  # Cityscapes / BDD100K bodies: detected or published keypoints
+        found = attach_keypoints(persons, read_json(inputs.keypoints))
+        for annotation in persons["annotations"]:
+            annotation["keypoints"] = found.get(annotation["id"], [0.0] * 51)
+    if params.generators is None:
+        method = build_method(params.variant)
+    else:
+        from anonymization_impact.realistic.loading import prepare_generators
+        from anonymization_impact.realistic.method import build_realistic
+
+        weights = {role: inputs[f"weights_{role}"] for role in params.generators["roles"] if f"weights_{role}" in inputs.keys()}
+        in_shard = persons_in_shard(persons, int(wildcards.shard), params.shards)
+        dp2_root = inputs.deepprivacy2 if "deepprivacy2" in inputs.keys() else None
+        generators, device = prepare_generators(params.generators, weights, dp2_root, in_shard, log)
+        method = build_realistic(params.variant, generators, device)
     audit = anonymize_shard(
         root=Path(params.root),
-        persons=read_json(snakemake.input.persons),  # noqa: F821
+        persons=persons,
         faces=faces,
         variant=params.variant,
-        method=build_method(params.variant),
+        method=method,
         shard=int(wildcards.shard),
         shards=params.shards,
         output_dir=output_dir,

@@ -33,6 +33,8 @@ PAPER_ENVS = {BACKEND_ENVS[backend]["paper"] for backend in ("detectron2", "mmde
 # DeepPrivacy2 at the paper's commit: its own pins (Python 3.9, PyTorch 1.13.1 + CUDA 11.7 from
 # the pytorch and nvidia channels), not this project's versions.
 DEEPPRIVACY2_ENV = "envs/deepprivacy2.yaml"
+# DSFD + ViTPose-H: the ViTPose authors' stack (Python 3.9, PyTorch 1.9.0 + CUDA 11.1, mmcv-full 1.3.9).
+DETECTORS_ENV = "envs/detectors.yaml"
 # Packages where an env may differ from requirements.txt, and why.
 UNSYNCED = {
     "envs/mmdetection-current.yaml": {"torch", "torchvision", "numpy"},  # mmcv 2.1.0 wheels: torch 2.1 (numpy < 2)
@@ -226,6 +228,9 @@ def test_every_env_parses_uses_conda_forge_and_pins_everything(env):
     if f"envs/{env.name}" in PAPER_ENVS:
         assert document["channels"] == ["pytorch", "conda-forge", "nodefaults"], f"{env.name}: channels must be pytorch + conda-forge + nodefaults"
         assert pins.get("python") == "3.9", f"{env.name}: the paper's stack is pinned to python 3.9"
+    elif f"envs/{env.name}" == DETECTORS_ENV:
+        assert document["channels"] == ["pytorch", "conda-forge", "nodefaults"], f"{env.name}: channels must be pytorch + conda-forge + nodefaults"
+        assert pins.get("python") == "3.9" and pins.get("cudatoolkit"), f"{env.name}: ViTPose's stack is python 3.9 with a CUDA build of PyTorch"
     elif f"envs/{env.name}" == DEEPPRIVACY2_ENV:
         assert document["channels"] == ["pytorch", "nvidia", "conda-forge", "nodefaults"], f"{env.name}: channels must be pytorch + nvidia + conda-forge + nodefaults"
         assert pins.get("python") == "3.9" and "pytorch-cuda" in pins, f"{env.name}: dp2's stack is python 3.9 with a CUDA build of PyTorch"
@@ -275,7 +280,7 @@ def test_env_versions_equal_the_local_setup():
     aliases = {"matplotlib-base": "matplotlib", "pytorch": "torch"}
     checked = 0
     for env in sorted((REPO / "envs").glob("*.yaml")):
-        if f"envs/{env.name}" in PAPER_ENVS | {DEEPPRIVACY2_ENV}:
+        if f"envs/{env.name}" in PAPER_ENVS | {DEEPPRIVACY2_ENV, DETECTORS_ENV}:
             continue
         for name, version in env_dependencies(env).items():
             local_name = aliases.get(name, name)
@@ -286,15 +291,15 @@ def test_env_versions_equal_the_local_setup():
 
 
 def test_gpu_rules_get_a_cuda_build_of_pytorch():
-    """train_model / predict ask the SLURM profile for a GPU; their env's PyTorch is PyPI's
-    Linux wheel, which is the CUDA 13 build (the CPU build would be torch==X+cpu)."""
+    """The rules the SLURM profile gives a GPU get a CUDA build: PyPI's Linux wheel (the CUDA
+    build; the CPU one would be torch==X+cpu), or conda's PyTorch with cudatoolkit / pytorch-cuda."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     gpu_rules = [rule for rule, resources in profile["set-resources"].items() if resources.get("gpu")]
-    assert set(gpu_rules) == {"train_model", "predict"}
+    assert set(gpu_rules) == {"train_model", "predict", "anonymize_shard_realistic", "faces_detect", "keypoints_detect"}
     for rule in gpu_rules:
         for env in conda_envs(BLOCKS[rule]):
             pins = env_dependencies((REPO / "rules" / env).resolve())
             torch_pin = pins.get("torch") or pins.get("pytorch")
             assert torch_pin and "+cpu" not in torch_pin, env
-            if "pytorch" in pins:  # conda's PyTorch: CUDA from its cudatoolkit
-                assert "cudatoolkit" in pins, env
+            if "pytorch" in pins:  # conda's PyTorch: CUDA from its cudatoolkit / pytorch-cuda
+                assert "cudatoolkit" in pins or "pytorch-cuda" in pins, env

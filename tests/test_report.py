@@ -145,7 +145,7 @@ def test_rows_without_runs_show_no_numbers(tmp_path, published):
     table1 = text.split("## COCO keypoints")[0]
     maskout = [line for line in table1.splitlines() if line.startswith("| Body: Mask-out |")]
     assert len(maskout) == 3 and all("| missing runs (2/3) | n/a | n/a |" in line for line in maskout)
-    assert "needs DeepPrivacy2 and its weights, which this version of the workflow cannot fetch" in text
+    assert "needs DeepPrivacy2's generators, which run on the real datasets only" in text
 
 
 def test_unconfigured_published_numbers_are_listed(tmp_path, published):

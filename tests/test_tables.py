@@ -198,7 +198,7 @@ def test_rows_without_all_runs_never_show_a_number(metric_files):
     (maskout_face, maskout_body) = row_line(tex, "Mask-out")
     cells = [cell.strip() for cell in maskout_body.removesuffix(r"\\").split("&")[2:]]
     assert cells == [r"\emph{missing runs} (2/3)"] * 3
-    assert "needs DeepPrivacy2 and its weights, which this version of the workflow cannot fetch" in tex
+    assert "needs DeepPrivacy2's generators, which run on the real datasets only" in tex
     # the undefined AP_person of face mask-out (one seed without persons) is n/a, not a number
     assert maskout_face.removesuffix(r"\\").split("&")[-1].strip() == "n/a"
 

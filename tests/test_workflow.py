@@ -215,18 +215,18 @@ def test_real_dataset_roots_are_read_only_inputs(twins, tmp_path):
     config = {"datasets": {d: {"synthetic": False, "root": str(roots[d])} for d in DATASETS}}
     try:
         result = run_snakemake(workdir, "--cores", "2", "--keep-going", *DEMO_TARGETS, *_overlay(workdir, config))
-        assert result.returncode != 0, "face detection and ImageNet weights cannot be had here"
-        assert re.search(r"face detections for \w+ are missing", result.stderr), result.stderr[-3000:]
+        assert result.returncode != 0, "DSFD and ImageNet weights cannot be had here"
+        assert "could not download weights 'dsfd_widerface_res152'" in result.stderr, result.stderr[-3000:]
         assert "could not download weights 'resnet50_imagenet'" in result.stderr
-        for dataset in DATASETS:  # what a user does until DSFD runs in the workflow
-            detections = workdir / "results" / "faces" / dataset / "detections.json"
-            detections.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(twins[dataset]["faces"], detections)
+        # detections made elsewhere (here: the twins' simulated ones) replace the DSFD rule
+        config["face_detection"] = {"precomputed": {dataset: str(twins[dataset]["faces"]) for dataset in DATASETS}}
         tiny = {**TINY_TRAINING["training"]["synthetic"], "backbones": {"resnet50": "resnet10"}, "backbone_width": 16, "trainable_backbone_layers": 5, "init": "scratch"}
         # real datasets train with the paper's frameworks by default; here with torchvision
         backends = {dataset: "torchvision" for dataset in DATASETS}
         config["training"] = {"checkpoint_every": 2, "backends": backends, **{dataset: tiny for dataset in DATASETS}}
-        result = run_snakemake(workdir, "--cores", "2", *DEMO_TARGETS, *_overlay(workdir, config))
+        # the blur / mask-out trees (realistic ones need DeepPrivacy2's weights)
+        trees = [f"results/anonymized/{d}/{v}/audit.json" for d in DATASETS for v in ("face-blur", "body-maskout")]
+        result = run_snakemake(workdir, "--cores", "2", "fig7", *trees, *METRIC_TARGETS, *_overlay(workdir, config))
         assert result.returncode == 0, result.stderr[-4000:]
         assert _snapshot(raw) == before
         assert not (workdir / "resources").exists(), "no twin may be generated for real datasets"
@@ -326,4 +326,41 @@ def test_planning_the_study_on_real_roots_reads_no_image(twins, tmp_path):
     workdir.mkdir()
     result = run_snakemake(workdir, "all", "-n", *_overlay(workdir, config))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "train_model" in result.stdout + result.stderr
+    # every row of every table, the appendix and Fig. 8, realistic ones included, x 3 seeds
+    study = load_config(REPO / "config.yaml")
+    runs = {(e["dataset"], v, e["model"]) for e in study["experiments"].values() for v in e["variants"]}
+    runs |= {(p["dataset"], v, m) for p in study["fig8"]["panels"].values() for m in p["models"] for v in ("original", p["variant"])}
+    jobs = _job_counts(result)
+    assert int(jobs["train_model"]) == len(runs) * len(study["seeds"])
+    realistic = {(d, v) for d, v, _ in runs if v != "original" and study["variants"][v]["method"] == "realistic"}
+    assert int(jobs["anonymize_shard_realistic"]) == len(realistic) * study["anonymization"]["shards"]
+    assert jobs["keypoints_detect"] == "2" and jobs["faces_detect"] == "3" and jobs["deepprivacy2_source"] == "1"
+
+
+def test_realistic_trees_on_the_twins_with_the_stand_in_generator(tmp_path):
+    """The realistic rules end to end on the Cityscapes twin: simulated keypoints, the stand-in
+    generator with DeepPrivacy2's interface, HM-LO, the leak check and the audits."""
+    from anonymization_impact.realistic.standin import STANDIN_LABEL
+
+    config = {
+        "synthetic": SMALL_TWINS,
+        "anonymization": {"shards": 2},
+        "realistic": {"synthetic_generator": "standin", "device": "cpu"},
+        "datasets": {"coco": {"enabled": False}, "bdd100k": {"enabled": False}},
+        "variants": {"body-realistic-hmlo": {"region": "body", "method": "realistic", "postprocess": "hmlo", "hmlo_steps": 4}},
+    }
+    variants = ("face-realistic", "body-realistic", "body-realistic-hmlo")
+    targets = [f"results/anonymized/cityscapes/{variant}/audit.json" for variant in variants]
+    result = run_snakemake(tmp_path, "--cores", "2", *targets, *_overlay(tmp_path, config))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "anonymize_shard_realistic" in result.stderr and "keypoints_twin" in result.stderr
+    audits = {variant: read_json(tmp_path / target) for variant, target in zip(variants, targets)}
+    for variant, audit in audits.items():
+        assert audit["generator"]["generator"] == [STANDIN_LABEL], variant
+        assert audit["instances"]["anonymized"] == audit["generator"]["instances"] > 0
+    assert audits["body-realistic"]["leak_check"]["passed"] and audits["face-realistic"]["leak_check"]["passed"]
+    assert not audits["body-realistic-hmlo"]["leak_check"]["applies"]
+    assert audits["body-realistic-hmlo"]["generator"]["hmlo"]["max_steps"] <= 4
+    assert "generator" in (tmp_path / "results/anonymized/cityscapes/body-realistic-hmlo/audit.md").read_text().lower()
+    keypoints = read_json(tmp_path / "results/regions/cityscapes/keypoints-twin.json")
+    assert keypoints["format"] == "person-keypoints/v1" and keypoints["images"]

@@ -93,13 +93,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
 from .errors import DatasetError
+from .io import read_json, require_file
 from .masks import as_pycocotools, bbox as mask_bbox, decode
 from .regions import DETECTIONS_FORMAT, REGIONS_FORMAT, _box_mask_iou, build_face_regions, match_faces
 
@@ -712,3 +713,43 @@ def bdd100k_face_detections(authors_boxes: dict, persons: dict, coco_annotations
     index = bdd100k_source_index(persons, coco_annotations)
     return _face_detections(authors_boxes, persons, index, dataset="bdd100k", max_misfit_fraction=max_misfit_fraction,
                             hint="Its keys are image ids of the authors' jsons/ins_seg_train_cocofmt.json; pass that file.")
+
+
+# ---------------------------------------------------------------------------------------------
+# what the import rules call
+
+
+def _read_dataset_file(path: Path, referenced_by: str) -> dict:
+    require_file(path, referenced_by)
+    return read_json(path)
+
+
+def import_authors_regions(kind: str, dataset: str, root: Path, persons: dict, files: dict, *,
+                           max_misfit_fraction: float = 0.02) -> dict:
+    """The document made from one of the authors' files under the dataset ``root``: ``kind`` is
+    "faces" or "keypoints"; ``files`` is the config's ``regions.authors_files.<dataset>``. Reads
+    the dataset files the alignment needs (COCO's keypoints file, Cityscapes' polygons, BDD100K's
+    COCO-format labels when present) and fails with a DatasetError naming a missing file."""
+    root = Path(root)
+    published = root / files[kind]
+    if not published.is_file():
+        raise DatasetError(f"regions.source.{dataset} is 'authors' but {published} does not exist: download the authors' "
+                           f"{kind} file (links in docs/authors-regions.md) to that path, or set regions.source.{dataset}: detectors")
+    authors = read_json(published)
+    options = {"max_misfit_fraction": max_misfit_fraction}
+    if dataset == "coco" and kind == "faces":
+        keypoints_file = root / "annotations" / f"person_keypoints_{_split(persons)}2017.json"
+        return coco_face_regions(authors, persons, _read_dataset_file(keypoints_file, "the COCO download"), **options)
+    if dataset == "cityscapes":
+        if kind == "faces":
+            return cityscapes_face_detections(authors, persons, **options)
+        polygons = {image["file_name"]: _read_dataset_file(root / cityscapes_polygons_file(image["file_name"]), "the Cityscapes gtFine download")
+                    for image in persons["images"]}
+        return cityscapes_keypoints(authors, persons, polygons, **options)
+    if dataset == "bdd100k":
+        coco_format = root / files["coco_format"]
+        labels = read_json(coco_format) if coco_format.is_file() else None
+        if kind == "faces":
+            return bdd100k_face_detections(authors, persons, labels, **options)
+        return bdd100k_keypoints(authors, persons, labels, **options)
+    raise ValueError(f"the authors published no {kind} file for {dataset}")

@@ -20,7 +20,7 @@ from .errors import WorkflowInputError
 from .metrics import PERSON_CLASS
 from .provenance import md5_file
 from .results import RAN, relative_drop_percent, welch_t_test
-from .tables import check_unique_runs, experiment_rows, is_synthetic, metric_name, row_names
+from .tables import NEEDS_WEIGHTS_NOTE as TABLE_NEEDS_WEIGHTS_NOTE, check_unique_runs, experiment_rows, is_synthetic, metric_name, row_names
 from . import TASKS
 
 SCHEMA = "anonymization-impact/report/v1"
@@ -32,7 +32,7 @@ SYNTHETIC_WARNING = (
     "they are not comparable with the paper's numbers."
 )
 STATUS_TEXT = {"needs_weights": "needs weights", "missing": "missing runs"}
-NEEDS_WEIGHTS_NOTE = "needs weights: realistic anonymization needs DeepPrivacy2 and its weights, which this version of the workflow cannot fetch."
+NEEDS_WEIGHTS_NOTE = "needs weights: " + TABLE_NEEDS_WEIGHTS_NOTE
 
 
 @dataclass(frozen=True)

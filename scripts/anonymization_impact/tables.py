@@ -31,7 +31,11 @@ METRIC_NAMES = {
     "mask_AP": ("mask AP", "Mask AP"),
     "kp_AP": ("keypoint AP", "Keypoint AP"),
 }
-NEEDS_WEIGHTS_NOTE = "Realistic anonymization needs DeepPrivacy2 and its weights, which this version of the workflow cannot fetch."
+NEEDS_WEIGHTS_NOTE = (
+    "Realistic anonymization needs DeepPrivacy2's generators, which run on the real datasets only "
+    "(the workflow fetches their weights with the rule weights_download, e.g. snakemake --cores 1 "
+    "resources/weights/deepprivacy2/triagan_L_im288.ckpt)."
+)
 SYNTHETIC_NOTE = "Synthetic twins: numbers are not comparable with the paper."
 # LaTeX replacements of the characters that are special to it, and of the few non-ASCII
 # characters our own texts use

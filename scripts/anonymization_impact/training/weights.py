@@ -1,34 +1,95 @@
-"""Initial weights: files named in the config, checked against their sha256 before use."""
+"""External weights: files named in the config's ``weights``, checked against their checksum.
+
+An entry names a file, where the download rule fetches it, and its md5 (DeepPrivacy2's and
+most model zoos' published checksum) or sha256 (the leading digits torchvision puts in its file
+names); a file the user placed by hand is accepted when its checksum matches.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import tarfile
+import urllib.request
 from pathlib import Path
 
 from ..errors import WorkflowInputError
 
+CHECKSUMS = ("md5", "sha256")
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+
+def file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+def sha256_of(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def expected_checksum(entry: dict) -> tuple[str, str] | None:
+    """(algorithm, expected hex prefix) of an entry, or None when nothing is published."""
+    for algorithm in CHECKSUMS:
+        if entry.get(algorithm):
+            return algorithm, entry[algorithm]
+    return None
+
+
+def fetch_instructions(name: str, entry: dict) -> str:
+    """How to get the file: the download rule's command, or placing it by hand (mirrors)."""
+    path = entry["path"]
+    checksum = expected_checksum(entry)
+    check = f" with {checksum[0]} {checksum[1]}" if checksum else ""
+    text = f"run `snakemake --cores 1 {path}` (rule weights_download fetches {entry['url']}) on a machine with internet"
+    if not entry.get("url"):
+        text = "it has no download address that still works"
+    text += f", or place the file{check} at {path} by hand"
+    if entry.get("mirrors"):
+        text += "; known mirrors: " + ", ".join(entry["mirrors"])
+    return text
+
+
 def verify_weights(name: str, entry: dict) -> Path:
-    """The path of weights ``name`` after checking that it exists and its sha256 matches
+    """The path of weights ``name`` after checking that it exists and its checksum matches
     (the full hash, or its leading digits as torchvision publishes them)."""
     path = Path(entry["path"])
     if not path.is_file():
-        raise WorkflowInputError(
-            f"initial weights '{name}' are missing at {path}: run `snakemake weights_download` "
-            f"(the rule fetches {entry['url']}) on a machine with internet, or set "
-            "training.<schedule>.init: scratch to train from scratch on purpose"
-        )
-    if entry["sha256"] is None:  # made by this workflow (the twins' pre-trained backbones)
+        raise WorkflowInputError(f"weights '{name}' are missing at {path}: {fetch_instructions(name, entry)}")
+    checksum = expected_checksum(entry)
+    if checksum is None:  # made by this workflow, or nothing published: md5 goes to the manifest
         return path
-    actual = sha256_of(path)
-    if not actual.startswith(entry["sha256"]):
-        raise WorkflowInputError(f"initial weights '{name}' at {path} have sha256 {actual}, expected {entry['sha256']}...: the file is corrupt or another release; delete it and download again")
+    algorithm, expected = checksum
+    actual = file_digest(path, algorithm)
+    if not actual.startswith(expected):
+        raise WorkflowInputError(
+            f"weights '{name}' at {path} have {algorithm} {actual}, expected {expected}: the file is corrupt "
+            f"or another release; delete it and {fetch_instructions(name, entry)}"
+        )
     return path
+
+
+def download(url: str, target: Path, what: str, instead: str) -> None:
+    """Fetch ``url`` to ``target`` through a partial file; on failure one error naming ``what``
+    and what to do ``instead``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    try:
+        urllib.request.urlretrieve(url, partial)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise WorkflowInputError(f"could not download {what} from {url} ({error}): {instead}") from None
+    partial.replace(target)
+
+
+def extract_source_archive(archive: Path, target: Path) -> None:
+    """A GitHub source archive (one top-level folder) unpacked into ``target``, safely."""
+    target = Path(target)
+    staging = target.with_name(target.name + ".unpacking")
+    with tarfile.open(archive) as bundle:
+        bundle.extractall(staging, filter="data")
+    (top,) = list(staging.iterdir())
+    top.replace(target)
+    staging.rmdir()

@@ -617,6 +617,7 @@ def instance_truth(vis: Visible, category: str, *, iscrowd: bool, ignore: bool, 
         "face_box": vis.face_box if human else None,
         "num_keypoints": num_keypoints,
         "touches_border": bool(vis.touches_border),
+        "keypoints": [int(v) for v in vis.keypoints] if human and vis.keypoints is not None else None,
     }
 
 

@@ -1,0 +1,112 @@
+# Regions to anonymize: face boxes (DSFD or the authors' files, matched to the persons) and,
+# for Cityscapes / BDD100K bodies, keypoints (ViTPose-H or the authors' files).
+
+
+rule faces_match:
+    input:
+        detections=get_face_detections,
+        persons="results/annotations/{dataset}/train/persons.json",
+    output:
+        "results/regions/{dataset}/faces.json",
+    log:
+        "logs/regions/{dataset}/faces.log",
+    benchmark:
+        "benchmarks/regions/{dataset}/faces.tsv"
+    conda:
+        "../envs/anonymize.yaml"
+    params:
+        confidence=lambda wildcards: config["face_detection"]["confidence"][
+            wildcards.dataset
+        ],
+        min_iou=config["face_detection"]["min_match_iou"],
+    script:
+        "../scripts/match_faces.py"
+
+
+rule faces_detect:
+    input:
+        persons="results/annotations/{dataset}/train/persons.json",
+        raw=get_raw_dataset_inputs,
+        weights=get_detector_weights("face_detection"),
+    output:
+        "results/faces/{dataset}/detections.json",
+    log:
+        "logs/faces/{dataset}/detections.log",
+    benchmark:
+        "benchmarks/faces/{dataset}/detections.tsv"
+    conda:
+        "../envs/detectors.yaml"
+    params:
+        root=get_dataset_root,
+        # the lowest threshold: faces_match applies each dataset's own
+        confidence=min(config["face_detection"]["confidence"].values()),
+        nms_iou=config["face_detection"]["nms_iou"],
+        device=config["face_detection"]["device"],
+    script:
+        "../scripts/detect_faces.py"
+
+
+rule keypoints_detect:
+    input:
+        persons="results/annotations/{dataset}/train/persons.json",
+        raw=get_raw_dataset_inputs,
+        weights=get_detector_weights("keypoint_detection"),
+    output:
+        "results/regions/{dataset}/keypoints-vitpose.json",
+    log:
+        "logs/regions/{dataset}/keypoints-vitpose.log",
+    benchmark:
+        "benchmarks/regions/{dataset}/keypoints-vitpose.tsv"
+    wildcard_constraints:
+        dataset="cityscapes|bdd100k",
+    conda:
+        "../envs/detectors.yaml"
+    params:
+        root=get_dataset_root,
+        score_threshold=config["regions"]["keypoint_score_threshold"],
+        device=config["keypoint_detection"]["device"],
+    script:
+        "../scripts/detect_keypoints.py"
+
+
+rule authors_face_detections:
+    input:
+        unpack(authors_inputs("faces")),
+    output:
+        "results/faces/{dataset}/authors-detections.json",
+    log:
+        "logs/faces/{dataset}/authors-detections.log",
+    wildcard_constraints:
+        dataset="cityscapes|bdd100k",
+    conda:
+        "../envs/anonymize.yaml"
+    params:
+        root=get_dataset_root,
+        files=lambda wildcards: config["regions"]["authors_files"][wildcards.dataset],
+        max_misfit_fraction=config["regions"]["max_misfit_fraction"],
+        kind="faces",
+    script:
+        "../scripts/import_authors_regions.py"
+
+
+use rule authors_face_detections as authors_face_regions with:
+    output:
+        "results/regions/{dataset}/faces-authors.json",
+    log:
+        "logs/regions/{dataset}/faces-authors.log",
+    wildcard_constraints:
+        dataset="coco",
+
+
+use rule authors_face_detections as authors_keypoints with:
+    input:
+        unpack(authors_inputs("keypoints")),
+    output:
+        "results/regions/{dataset}/keypoints-authors.json",
+    log:
+        "logs/regions/{dataset}/keypoints-authors.log",
+    params:
+        root=get_dataset_root,
+        files=lambda wildcards: config["regions"]["authors_files"][wildcards.dataset],
+        max_misfit_fraction=config["regions"]["max_misfit_fraction"],
+        kind="keypoints",

@@ -1,0 +1,21 @@
+"""Rules authors_face_detections, authors_face_regions, authors_keypoints: the paper authors'
+published face boxes / keypoints as this workflow's documents, checked against persons.json."""
+
+from pathlib import Path
+
+from anonymization_impact.authors_regions import import_authors_regions
+from anonymization_impact.io import read_json, write_json_atomic
+from anonymization_impact.logs import logged
+
+with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
+    params = snakemake.params  # noqa: F821
+    document = import_authors_regions(
+        params.kind,
+        snakemake.wildcards.dataset,  # noqa: F821
+        Path(params.root),
+        read_json(snakemake.input.persons),  # noqa: F821
+        params.files,
+        max_misfit_fraction=params.max_misfit_fraction,
+    )
+    write_json_atomic(snakemake.output[0], document)  # noqa: F821
+    log.info("imported %s: %d images", params.kind, len(document["images"]))
