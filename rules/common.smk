@@ -325,6 +325,17 @@ def get_backbone(wildcards):
     return schedule["backbones"].get(backbone, backbone)
 
 
+# run time of a deeper backbone relative to ResNet-50 (its share of the FLOPs of an R-CNN)
+DEPTH_RUNTIME_FACTOR = {"resnet101": 1.5, "resnet152": 2.0}
+
+
+def get_training_runtime(wildcards):
+    """SLURM runtime (minutes) of one training run: its schedule's estimate, scaled by depth."""
+    minutes = config["training"]["runtime_minutes"][_schedule_name(wildcards.dataset)]
+    backbone = config["models"][wildcards.model]["backbone"]
+    return int(minutes * DEPTH_RUNTIME_FACTOR.get(backbone, 1.0))
+
+
 def get_training_image_root(wildcards):
     if wildcards.variant == "original":
         return str(dataset_root(config, wildcards.dataset))

@@ -28,6 +28,8 @@ rule train_model:
     conda:
         get_training_env
     threads: config["training"]["threads"]
+    resources:
+        runtime=get_training_runtime,
     params:
         image_root=get_training_image_root,
         job=get_training_job_settings,
