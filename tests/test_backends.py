@@ -368,11 +368,10 @@ def _trainings(result) -> dict[tuple[str, str, str, int], str]:
 
 
 def _expected_runs(config) -> set[tuple[str, str, str, int]]:
-    """Every run of the experiments and Fig. 8; realistic ones on real datasets only (the twins
-    have no generator by default)."""
+    """Every run of the experiments and Fig. 8; realistic ones on a twin only with a synthetic generator."""
     def runnable(dataset, variant):
         realistic = variant != "original" and config["variants"][variant]["method"] == "realistic"
-        return not (realistic and config["datasets"][dataset]["synthetic"])
+        return not (realistic and config["datasets"][dataset]["synthetic"]) or config["realistic"]["synthetic_generator"] is not None
 
     runs = {(e["dataset"], v, e["model"]) for e in config["experiments"].values() for v in e["variants"] if runnable(e["dataset"], v)}
     for panel in config["fig8"]["panels"].values():

@@ -222,3 +222,58 @@ def test_simulated_keypoints_cover_the_twins_persons_and_are_deterministic(citys
     assert again == document
     for entry in entries:
         assert entry["keypoints"][2::3] == [1 if s >= 0.3 else 0 for s in entry["scores"]]
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    from anonymization_impact.realistic.twin_renderer import TwinPersonRenderer
+
+    return TwinPersonRenderer("body", BODY, seed=0)
+
+
+def test_the_twin_renderer_draws_a_person_in_the_silhouette_from_w(cityscapes, renderer):
+    pixels, geometry, keypoints = a_body_crop(cityscapes)
+    source = pixels.copy()
+    window, region = geometry.region_in_image(*pixels.shape[:2])
+    source[window][region] = 0
+    inputs = crop_tensors(cut_resize(source, geometry), geometry.known, geometry.person, crop_keypoints(keypoints, geometry.box))
+    assert renderer.w_centers.shape == (512, renderer.z_dim)
+    first, second = (renderer.w_centers[i:i + 1] for i in (0, 1))
+    one, two = renderer.synthesize(inputs, first), renderer.synthesize(inputs, second)
+    person = torch.from_numpy(geometry.person.copy())
+    assert float((one - two)[0, :, person].abs().mean()) > 0.05  # another w, another person
+    assert torch.equal(one[0, :, torch.from_numpy(geometry.known.copy())], inputs.condition[0, :, torch.from_numpy(geometry.known.copy())])
+    w = first.clone().requires_grad_(True)
+    renderer.synthesize(inputs, w).sum().backward()
+    assert bool(torch.all(torch.isfinite(w.grad))) and float(w.grad.abs().sum()) > 0
+
+
+def test_hmlo_with_the_twin_renderer_moves_towards_the_original_histogram(cityscapes, renderer):
+    pixels, geometry, keypoints = a_body_crop(cityscapes)
+    source = pixels.copy()
+    window, region = geometry.region_in_image(*pixels.shape[:2])
+    source[window][region] = 0
+    inputs = crop_tensors(cut_resize(source, geometry), geometry.known, geometry.person, crop_keypoints(keypoints, geometry.box))
+    original = torch.from_numpy(cut_resize(pixels, geometry).astype(np.float32)).permute(2, 0, 1)[None] / 255
+    w0 = initial_w(renderer, "multimodal", 0.0, np.random.default_rng(3))
+    result = optimize_latent(renderer, inputs, original, w0, max_steps=100, threshold=0.0, lr=0.05)
+    assert min(result.losses) < 0.8 * result.losses[0]
+
+
+def test_twin_renderer_trees_pass_the_leak_check_and_name_their_generator(cityscapes, twins, tmp_path):
+    from anonymization_impact.realistic.twin_renderer import TWIN_RENDERER_LABEL
+
+    generators = load_generators({"kind": "twin_renderer", "roles": ["body"], "standin_seed": 0}, {}, "cpu")
+    settings = variant(region="body", method="realistic")
+    audit = anonymize_shard(root=Path(cityscapes["root"]), persons=cityscapes["persons"], faces=None, variant=settings,
+                            method=build_realistic(settings, generators), shard=0, shards=1, output_dir=tmp_path / "body", leak_check_images=3)
+    assert audit["leak_check"]["passed"] and audit["method"]["generator"] == TWIN_RENDERER_LABEL
+    from anonymization_impact.regions import build_face_regions
+
+    persons = normalize_split("cityscapes", twins["cityscapes"]["root"], "train")["persons"]
+    faces = build_face_regions(read_json(twins["cityscapes"]["faces"]), persons, dataset="cityscapes", confidence=0.2, min_iou=0.01)
+    generators = load_generators({"kind": "twin_renderer", "roles": ["face"], "standin_seed": 0}, {}, "cpu")
+    settings = variant(region="face", method="realistic")
+    audit = anonymize_shard(root=Path(twins["cityscapes"]["root"]), persons=persons, faces=faces, variant=settings,
+                            method=build_realistic(settings, generators), shard=0, shards=1, output_dir=tmp_path / "face", leak_check_images=3)
+    assert audit["leak_check"]["passed"] and audit["method"]["instances"] > 0

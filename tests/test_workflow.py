@@ -19,6 +19,7 @@ from anonymization_impact import DATASETS, SPLITS
 from anonymization_impact.config import load_config
 from anonymization_impact.evaluation import validate_metrics_document
 from anonymization_impact.io import read_json
+from anonymization_impact.realistic.twin_renderer import TWIN_RENDERER_LABEL
 from anonymization_impact.trees import REASON_TOO_SMALL
 
 from conftest import REPO, SMALL, SMALL_TWINS, SNAKEMAKE, run_snakemake
@@ -107,11 +108,11 @@ def _job_counts(result) -> dict[str, str]:
 
 
 def test_one_table_target_runs_only_its_own_jobs(tmp_path):
-    """Rerunning Table 1 trains its 5 runnable rows x 3 seeds on Cityscapes, nothing else."""
+    """Rerunning Table 1 trains its 9 rows x 3 seeds on Cityscapes, nothing else."""
     result = run_snakemake(tmp_path, "table1", "-n", *_overlay(tmp_path, {}))
     assert result.returncode == 0, result.stderr
     jobs = _job_counts(result)
-    assert jobs["train_model"] == jobs["predict"] == jobs["evaluate"] == "15"
+    assert jobs["train_model"] == jobs["predict"] == jobs["evaluate"] == "27"
     assert jobs["tables_latex"] == jobs["table1"] == jobs["twins_generate"] == "1"
     assert not {"fig8", "report_reproduction", "provenance_manifest", "figures_qualitative"} & set(jobs)
     datasets = set(re.findall(r"dataset=(\w+)", result.stdout + result.stderr))
@@ -123,6 +124,7 @@ PAPER_OUTPUTS = {
     "seeds": [0, 1],
     "datasets": {"coco": {"enabled": False}, "bdd100k": {"enabled": False}},
     "fig8": {"panels": {"cityscapes": {"models": ["mask_rcnn_r50_fpn", "mask_rcnn_r101_fpn"]}}},
+    "variants": {"body-realistic-hmlo": {"region": "body", "method": "realistic", "postprocess": "hmlo", "hmlo_steps": 5}},
     **TINY_TRAINING,
 }
 
@@ -137,9 +139,8 @@ def test_tables_figures_and_report_on_the_twins(tmp_path):
     table1 = read_json(tmp_path / "results" / "tables" / "table1.json")
     rows = {row["variant"]: row for row in table1["tables"][0]["rows"]}
     for variant in config["experiments"]["table1"]["variants"]:
-        if config["variants"].get(variant, {}).get("method") == "realistic":
-            assert rows[variant]["status"] == "needs_weights" and not rows[variant].get("metrics")
-            continue
+        realistic = config["variants"].get(variant, {}).get("method") == "realistic"
+        assert rows[variant]["generator"] == (TWIN_RENDERER_LABEL if realistic else None)
         values = [
             read_json(tmp_path / "results" / "metrics" / "cityscapes" / variant / "mask_rcnn_r50_fpn" / f"seed{seed}.json")["metrics"]["AP"]
             for seed in (0, 1)
@@ -148,12 +149,14 @@ def test_tables_figures_and_report_on_the_twins(tmp_path):
         assert cell["mean"] == pytest.approx(sum(values) / 2)
         assert cell["se"] == pytest.approx(abs(values[0] - values[1]) / 2)
     tex = (tmp_path / "results" / "tables" / "table1.tex").read_text()
-    assert r"\toprule" in tex and "needs weights" in tex and "Synthetic twins" in tex
+    assert r"\toprule" in tex and "Synthetic twins" in tex and "needs weights" not in tex
+    assert r"Realistic$^\dagger$" in tex and "Made with the twin person renderer" in tex
     appendix = read_json(tmp_path / "results" / "tables" / "appendix.json")
     assert [table["name"] for table in appendix["tables"]] == ["appendix_coco_instance_segmentation", "minsize_bdd100k", "minsize_cityscapes", "appendix_cityscapes_no_person"]
     fig8 = read_json(tmp_path / "results" / "figures" / "fig8.json")
     cityscapes = fig8["panels"]["cityscapes"]
-    assert cityscapes["variant"] == "body-maskout" and cityscapes["stand_in"]
+    assert cityscapes["variant"] == "body-realistic" and not cityscapes["stand_in"]
+    assert "twin person renderer" in cityscapes["variant_label"]
     assert len(cityscapes["points"]) == 2
     for point in cityscapes["points"]:  # tiny runs may score 0: then the drop is undefined
         assert point["original"]["n"] == point["variant"]["n"] == 2
@@ -163,6 +166,7 @@ def test_tables_figures_and_report_on_the_twins(tmp_path):
         assert (tmp_path / "results" / "figures" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
     markdown = (tmp_path / "results" / "report" / "reproduction.md").read_text()
     assert "synthetic twins" in markdown and "36.7" in markdown  # the paper's Table 1 AP next to ours
+    assert "Realistic + HM-LO (twin person renderer)" in markdown
     assert (tmp_path / "results" / "report" / "reproduction.html").read_text().lstrip().lower().startswith("<!doctype html")
     report = run_snakemake(tmp_path, "table1", "fig8", "report", "--report", "report.html", *overlay)
     assert report.returncode == 0, report.stderr[-3000:]
@@ -303,10 +307,10 @@ def test_all_plans_every_runnable_row_of_every_experiment(tmp_path):
     assert result.returncode == 0, result.stderr
     jobs = _job_counts(result)
     config = load_config(REPO / "config.yaml")
-    runnable = lambda variant: variant == "original" or config["variants"][variant]["method"] != "realistic"  # noqa: E731
-    runs = {(e["dataset"], v, e["model"]) for e in config["experiments"].values() for v in e["variants"] if runnable(v)}
-    for panel in config["fig8"]["panels"].values():  # the twins plot the panel's stand-in variant
-        runs |= {(panel["dataset"], v, m) for m in panel["models"] for v in ("original", panel["synthetic_variant"])}
+    assert config["realistic"]["synthetic_generator"] == "twin_renderer"  # every row runs on the twins
+    runs = {(e["dataset"], v, e["model"]) for e in config["experiments"].values() for v in e["variants"]}
+    for panel in config["fig8"]["panels"].values():
+        runs |= {(panel["dataset"], v, m) for m in panel["models"] for v in ("original", panel["synthetic_variant"] or panel["variant"])}
     assert int(jobs["train_model"]) == int(jobs["predict"]) == int(jobs["evaluate"]) == len(runs) * len(config["seeds"])
     assert jobs["provenance_manifest"] == jobs["report_reproduction"] == jobs["fig8"] == jobs["archive_results"] == "1"
     assert jobs["tables_latex"] == str(len({e["target"] or name for name, e in config["experiments"].items()}))

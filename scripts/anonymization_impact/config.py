@@ -156,3 +156,22 @@ def check_dataset_roots(config: dict) -> None:
                 f"datasets.{dataset}.synthetic: true to use the synthetic twin."
             )
 
+
+
+def synthetic_generator_label(config: dict, dataset: str, variant: str) -> str | None:
+    """The label of what made a realistic variant's pixels on a synthetic twin (its synthetic
+    generator), or None: not realistic, a real dataset (DeepPrivacy2), or no generator."""
+    from .realistic import SYNTHETIC_GENERATORS
+
+    if variant == "original" or config["variants"][variant]["method"] != "realistic":
+        return None
+    kind = config["realistic"]["synthetic_generator"]
+    if not config["datasets"][dataset]["synthetic"] or kind is None:
+        return None
+    return SYNTHETIC_GENERATORS[kind]
+
+
+def generator_suffix(config: dict, dataset: str, variant: str) -> str:
+    """" (twin person renderer)" for a row made by a synthetic generator, else ""."""
+    label = synthetic_generator_label(config, dataset, variant)
+    return f" ({label.split(' (')[0]})" if label else ""

@@ -179,7 +179,7 @@ def compare_experiment(config: dict, name: str, experiment: dict, runs, runnable
     paper_metrics = sorted({metric for row in paper_rows.values() if isinstance(row, dict) for metric in row})
     table_rows = experiment_rows(config, experiment, runs, runnable, extra_columns=paper_metrics)
     original = _original_row(table_rows)
-    labels = row_names(config, experiment["variants"])
+    labels = row_names(config, experiment["variants"], experiment["dataset"])
     used, compared_rows = set(), []
     for row in table_rows:
         paper_row = published_row_name(experiment, row.variant)
@@ -284,7 +284,7 @@ def findings(config: dict, runs, runnable, published: dict) -> list[dict]:
                 continue
             metric = headline_metric(config, experiment)
             table_rows = {row.variant: row for row in experiment_rows(config, experiment, runs, runnable, extra_columns=[metric])}
-            original, labels = table_rows.get("original"), row_names(config, experiment["variants"])
+            original, labels = table_rows.get("original"), row_names(config, experiment["variants"], experiment["dataset"])
             for variant in variants:
                 found.append(_finding(claim, name, experiment, metric, table_rows[variant], original, labels[variant], published))
     return found

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .config import experiment_target
+from .config import experiment_target, generator_suffix, synthetic_generator_label
 from .errors import WorkflowInputError
 from .results import MISSING, NEEDS_WEIGHTS, RAN, experiment_columns, rows
 
@@ -135,10 +135,14 @@ def variant_labels(config: dict, variants: list[str]) -> dict[str, str]:
     return labels
 
 
-def row_names(config: dict, variants: list[str]) -> dict[str, str]:
-    """Labels with their group, for texts without the table's group column: 'Face: Blur'."""
+def row_names(config: dict, variants: list[str], dataset: str | None = None) -> dict[str, str]:
+    """Labels with their group, for texts without the table's group column: 'Face: Blur';
+    with the dataset, rows made by a synthetic generator say so: 'Body: Realistic (twin person renderer)'."""
     labels = variant_labels(config, variants)
-    return {name: labels[name] if name == "original" else f"{GROUP_NAMES[variant_group(config, name)]}: {labels[name]}" for name in variants}
+    names = {name: labels[name] if name == "original" else f"{GROUP_NAMES[variant_group(config, name)]}: {labels[name]}" for name in variants}
+    if dataset is not None:
+        names = {name: label + generator_suffix(config, dataset, name) for name, label in names.items()}
+    return names
 
 
 def metric_name(metric: str, latex_form: bool = False) -> str:
@@ -204,6 +208,7 @@ def build_table(config: dict, name: str, experiment: dict, runs, runnable) -> di
                 "label": labels[row.variant],
                 "group": variant_group(config, row.variant),
                 "status": row.status,
+                "generator": synthetic_generator_label(config, experiment["dataset"], row.variant),
                 "n": len(row.runs),
                 "n_expected": len(config["seeds"]),
                 "seeds_found": [run.seed for run in row.runs],
@@ -275,6 +280,9 @@ def caption(table: dict) -> str:
         parts.append(r"\emph{needs weights}: " + latex_escape(NEEDS_WEIGHTS_NOTE))
     if MISSING in statuses:
         parts.append(r"\emph{missing runs} (found/expected): not every seed of the row has a metric file, so no number is shown.")
+    generators = sorted({row["generator"] for row in table["rows"] if row["generator"] and row["status"] != NEEDS_WEIGHTS})
+    if generators:
+        parts.append(r"$^\dagger$\,Made with the " + latex_escape("; ".join(generators)) + ", not with DeepPrivacy2.")
     if table["synthetic"]:
         parts.append(r"\textbf{" + latex_escape(SYNTHETIC_NOTE) + "}")
     return " ".join(parts)
@@ -300,7 +308,8 @@ def latex_table(table: dict) -> str:
         if new_group:
             lines.append(r"\midrule")
         group = latex_escape(GROUP_NAMES[row["group"]]) if new_group else ""
-        cells = [group, latex_escape(row["label"]), *(latex_cell(row, metric) for metric in columns)]
+        dagger = r"$^\dagger$" if row["generator"] and row["status"] != NEEDS_WEIGHTS else ""
+        cells = [group, latex_escape(row["label"]) + dagger, *(latex_cell(row, metric) for metric in columns)]
         lines.append(" & ".join(cells) + r" \\")
         previous_group = row["group"]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]

@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..config import fig8_variant  # noqa: E402
+from ..config import fig8_variant, generator_suffix  # noqa: E402
 from ..io import read_json  # noqa: E402
 from ..results import MISSING, NEEDS_WEIGHTS, RAN, Run, Summary, relative_drop_percent, rows  # noqa: E402
 from .fig7 import LABELS  # noqa: E402
@@ -107,7 +107,7 @@ def fig8_data(config: dict, runs: list[Run], runnable: dict[str, bool]) -> dict:
         variant = fig8_variant(config, panel)
         stand_in = variant != panel["variant"]
         synthetic = config["datasets"][panel["dataset"]]["synthetic"]
-        label = variant_label(variant, config["variants"].get(variant))
+        label = variant_label(variant, config["variants"].get(variant)) + generator_suffix(config, panel["dataset"], variant)
         if stand_in:
             label = f"{variant}, stand-in for {panel['variant']} on the synthetic twin"
         panels[name] = {

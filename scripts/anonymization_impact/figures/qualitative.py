@@ -30,6 +30,7 @@ from ..errors import DatasetError, WorkflowInputError  # noqa: E402
 from ..io import decode_image, read_json  # noqa: E402
 from ..methods import Blur  # noqa: E402
 from ..trees import anonymize_pixels, plan_targets, region_union  # noqa: E402
+from ..realistic import SYNTHETIC_GENERATORS  # noqa: E402
 from .style import ORIGINAL, save_figure, variant_label  # noqa: E402
 
 MAX_PANEL_WIDTH = 480  # pixels; a figure column is 2.4 in at 200 dpi
@@ -143,6 +144,8 @@ def build_panels(*, persons: dict, faces: dict | None, trees, raw_root: Path, va
             panels.append(Panel(variant, label, NEEDS_WEIGHTS if needs else NOT_MADE, None, np.full(small, GREY, dtype=np.uint8)))
             continue
         root, audit = made[variant]
+        made_by = [name for name in audit.get("generator", {}).get("generator", []) if name in SYNTHETIC_GENERATORS.values()]
+        label += "".join(f" ({name.split(' (')[0]})" for name in made_by)  # not DeepPrivacy2: say so
         path = root / file_name
         changed = _changed(audit, file_name)
         if changed is False and log:

@@ -7,3 +7,10 @@ Only constants here: the workflow's DAG code imports them without loading torch.
 
 DP2_REPOSITORY = "https://github.com/hukkelas/deep_privacy2"
 DP2_COMMIT = "f4d8f09d1eb8f758c89cf1795ae41f20533942d3"  # HEAD of deep_privacy2, 2024-01-28
+
+# Generators of the realistic variants on the synthetic twins (realistic.synthetic_generator):
+# what their outputs are labelled with in audits, tables, figures and the report.
+SYNTHETIC_GENERATORS = {
+    "standin": "test stand-in generator (random weights; not DeepPrivacy2)",
+    "twin_renderer": "twin person renderer (synthetic twins only; not DeepPrivacy2)",
+}

@@ -11,6 +11,7 @@ import torch
 from ..errors import WorkflowInputError
 from .generator import Generator, crop_tensors
 from .standin import StandinGenerator
+from .twin_renderer import TwinPersonRenderer
 
 # crop (height, width) of each generator role (DESIGN section 2)
 ROLE_SIZES = {"face": (128, 128), "face_hr": (256, 256), "body": (288, 160)}
@@ -37,6 +38,8 @@ def load_generators(settings: dict, weights: dict[str, str], device: str,
         size = ROLE_SIZES[role]
         if kind == "standin":
             generators[size] = StandinGenerator(ROLE_REGIONS[role], size, seed=settings["standin_seed"] + len(generators))
+        elif kind == "twin_renderer":
+            generators[size] = TwinPersonRenderer(ROLE_REGIONS[role], size, seed=settings["standin_seed"] + len(generators))
         elif kind == "deepprivacy2":
             from .deepprivacy2 import load_generator
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import SYNTHETIC_GENERATORS
 from .generator import CropTensors
 
-STANDIN_LABEL = "test stand-in generator (random weights; not DeepPrivacy2)"
+STANDIN_LABEL = SYNTHETIC_GENERATORS["standin"]
 
 
 def compute_w_centres(mapping, z_dim: int, *, samples: int, centres: int, iterations: int = 20,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DatasetError
 from ..keypoints import NUM_KEYPOINTS, keypoints_document, visible_flags
 
 SOURCE = "simulated top-down pose estimator on the twin's true skeletons (ViTPose-H stand-in)"
@@ -20,6 +21,10 @@ KEYPOINT_STREAM = 2        # apart from the face detector's draws (stream 1)
 
 def _truth_by_box(truth: dict) -> dict[tuple[str, tuple[int, ...]], list[int]]:
     found = {}
+    instances = [instance for image in truth["splits"]["train"]["images"] for instance in image["instances"]]
+    if instances and not any("keypoints" in instance for instance in instances):
+        raise DatasetError("the twin's truth manifest has no skeletons (written by an older version of this "
+                           "workflow): delete resources/twins and run again")
     for image in truth["splits"]["train"]["images"]:
         for instance in image["instances"]:
             if instance.get("keypoints") is not None:
