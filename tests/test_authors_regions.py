@@ -548,3 +548,32 @@ def test_keypoint_documents_pass_the_body_pipelines_reader(cityscapes, bdd100k):
         assert document["format"] == keypoints.KEYPOINTS_FORMAT
         attached = keypoints.attach_keypoints(persons, document)
         assert len(attached) == document["counts"]["with_keypoints"]
+
+
+# ---------------------------------------------------------------------------------------------
+# what the import rules call: the files read from a dataset root
+
+
+def test_the_rule_entry_reads_the_files_the_alignment_needs(coco, cityscapes, tmp_path):
+    persons, person_keypoints = coco
+    (tmp_path / "coco" / "annotations").mkdir(parents=True)
+    (tmp_path / "coco" / "annotations" / "person_keypoints_train2017.json").write_text(json.dumps(person_keypoints))
+    (tmp_path / "coco" / "boxes_train2017.json").write_text(json.dumps(coco_boxes()))
+    files = {"faces": "boxes_train2017.json"}
+    assert ar.import_authors_regions("faces", "coco", tmp_path / "coco", persons, files) == ar.coco_face_regions(coco_boxes(), persons, person_keypoints)
+
+    city_persons, polygons = cityscapes
+    root = tmp_path / "cityscapes"
+    for file_name, document in polygons.items():
+        path = root / ar.cityscapes_polygons_file(file_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document))
+    (root / "annotated_keypoints_train.json").write_text(json.dumps(city_keypoints()))
+    files = {"faces": "face_boxes_train.json", "keypoints": "annotated_keypoints_train.json"}
+    imported = ar.import_authors_regions("keypoints", "cityscapes", root, city_persons, files)
+    assert imported == ar.cityscapes_keypoints(city_keypoints(), city_persons, polygons)
+    with pytest.raises(DatasetError, match=r"face_boxes_train.json does not exist: download .*docs/authors-regions.md.*regions.source.cityscapes: detectors"):
+        ar.import_authors_regions("faces", "cityscapes", root, city_persons, files)
+    next(root.rglob("*_gtFine_polygons.json")).unlink()
+    with pytest.raises(DatasetError, match="gtFine_polygons.json, which does not exist"):
+        ar.import_authors_regions("keypoints", "cityscapes", root, city_persons, files)

@@ -277,3 +277,18 @@ def test_twin_renderer_trees_pass_the_leak_check_and_name_their_generator(citysc
     audit = anonymize_shard(root=Path(twins["cityscapes"]["root"]), persons=persons, faces=faces, variant=settings,
                             method=build_realistic(settings, generators), shard=0, shards=1, output_dir=tmp_path / "face", leak_check_images=3)
     assert audit["leak_check"]["passed"] and audit["method"]["instances"] > 0
+
+
+def test_without_a_gpu_the_generators_run_on_the_cpu_with_an_estimate(monkeypatch, caplog):
+    import logging
+
+    from anonymization_impact.realistic import loading
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    standin = load_generators({"kind": "standin", "roles": ["body"], "standin_seed": 0}, {}, "cpu")
+    monkeypatch.setattr(loading, "load_generators", lambda settings, weights, device, dp2_root=None: standin)
+    settings = {"kind": "deepprivacy2", "roles": ["body"], "device": "cuda", "standin_seed": 0}
+    with caplog.at_level(logging.WARNING):
+        generators, device = loading.prepare_generators(settings, {}, None, 1234, logging.getLogger("shard"))
+    assert device == "cpu" and generators is standin
+    assert "has no GPU" in caplog.text and "s per person on this CPU" in caplog.text and "1234 persons" in caplog.text
