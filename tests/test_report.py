@@ -187,7 +187,9 @@ def test_findings_pass_on_paper_like_numbers(tmp_path, published):
         ("b", "table1", "face-maskout"): "undefined",  # AP_person undefined for one seed
         ("b", "table1", "face-realistic"): "not run",
         ("c", "table3", "face-blur"): "pass",
+        ("d", "table1", "body-realistic"): "not run",  # not runnable here
     }
+    assert found["d", "table1", "body-realistic"]["paper_result"] == "pass"  # 42 % < 94 % (blur), 98 % (mask-out)
     original = np.mean(seed_values(paths, "cityscapes", "original", "mask_rcnn_r50_fpn", "AP_person"))
     blurred = np.mean(seed_values(paths, "cityscapes", "body-blur", "mask_rcnn_r50_fpn", "AP_person"))
     assert found["a", "table1", "body-blur"]["relative_drop_percent"] == pytest.approx(100 * (original - blurred) / original)
@@ -317,3 +319,29 @@ def test_write_report_script(tmp_path, published):
     text = Path(output.markdown).read_text()
     assert "Git commit: 1234abcd (uncommitted changes)" in text and "Config sha256: c0ffee" in text
     assert Path(output.html).read_text() == html(data)
+
+
+def test_realistic_bodies_are_compared_with_blur_and_maskout_of_their_table(tmp_path, published):
+    """Claim d: a realistic body row passes when its drop is below the smallest drop of the
+    table's blur / mask-out body rows; it is not run while one of those rows misses seeds."""
+    values = dict(VALUES)
+    values["cityscapes", "body-realistic", "mask_rcnn_r50_fpn"] = {"AP": [34.0, 34.2, 34.1], "AP50": [58.0, 58.3, 58.1], "AP_person": [20.0, 21.0, 22.0]}
+    everything = lambda variant: True  # noqa: E731
+
+    def claim_d(values):
+        paths = write_runs(tmp_path / str(len(list(tmp_path.iterdir()))), values)
+        report = build_report(report_config(), load_runs(paths), everything, published, {})
+        return finding_results(report)["d", "table1", "body-realistic"], report
+
+    found, _ = claim_d(values)
+    assert found["result"] == "not run"  # body-maskout has 2 of 3 seeds
+    values["cityscapes", "body-maskout", "mask_rcnn_r50_fpn"] = {"AP": [31.1, 31.3, 31.2], "AP50": [53.2, 53.1, 53.0], "AP_person": [0.7, 0.6, 0.8]}
+    found, report = claim_d(values)
+    original = np.mean(VALUES["cityscapes", "original", "mask_rcnn_r50_fpn"]["AP_person"])
+    blur = 100 * (original - np.mean([2.0, 2.3, 2.1])) / original
+    assert found["result"] == "pass" and found["relative_drop_percent"] == pytest.approx(100 * (original - 21.0) / original)
+    assert found["compared_drop_percent"] == pytest.approx(blur)  # blur drops less than mask-out
+    assert "relative drop 40.1 % (drop \\< the smallest drop of blur / mask-out: 93.9 %) | pass (42.0 %)" in markdown(report)
+    values["cityscapes", "body-realistic", "mask_rcnn_r50_fpn"] = {"AP": [30.0, 30.2, 30.1], "AP50": [50.0, 50.3, 50.1], "AP_person": [0.1, 0.2, 0.3]}
+    found, _ = claim_d(values)
+    assert found["result"] == "fail" and found["paper_result"] == "pass"
