@@ -6,7 +6,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from anonymization_impact.io import read_json, write_json_atomic
-from anonymization_impact.keypoints import attach_keypoints
+from anonymization_impact.keypoints import apply_keypoints
 from anonymization_impact.logs import logged
 from anonymization_impact.methods import build_method
 from anonymization_impact.trees import anonymize_shard, persons_in_shard
@@ -18,9 +18,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     persons = read_json(inputs.persons)
     faces = read_json(inputs.faces) if "faces" in inputs.keys() else None
     if "keypoints" in inputs.keys():  # Cityscapes / BDD100K bodies: detected or published keypoints
-        found = attach_keypoints(persons, read_json(inputs.keypoints))
-        for annotation in persons["annotations"]:
-            annotation["keypoints"] = found.get(annotation["id"], [0.0] * 51)
+        apply_keypoints(persons, read_json(inputs.keypoints))
     if params.generators is None:
         method = build_method(params.variant)
     else:

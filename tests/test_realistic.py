@@ -14,7 +14,7 @@ from anonymization_impact.config import validate_config
 from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.geometry import body_crop, cut_resize
 from anonymization_impact.io import read_json
-from anonymization_impact.keypoints import attach_keypoints
+from anonymization_impact.keypoints import apply_keypoints, attach_keypoints
 from anonymization_impact.masks import decode
 from anonymization_impact.realistic.generator import crop_keypoints, crop_tensors, to_pixels
 from anonymization_impact.realistic.latents import initial_w
@@ -44,9 +44,7 @@ def cityscapes(twins):
     """The Cityscapes twin's persons with the simulated estimator's keypoints attached."""
     persons = normalize_split("cityscapes", twins["cityscapes"]["root"], "train")["persons"]
     document = simulate_keypoints("cityscapes", twins["cityscapes"]["truth"], persons, score_threshold=0.3, seed=0)
-    found = attach_keypoints(persons, document)
-    for annotation in persons["annotations"]:
-        annotation["keypoints"] = found.get(annotation["id"], [0.0] * 51)
+    apply_keypoints(persons, document)
     return {"root": twins["cityscapes"]["root"], "persons": persons, "keypoints": document}
 
 
@@ -292,3 +290,20 @@ def test_without_a_gpu_the_generators_run_on_the_cpu_with_an_estimate(monkeypatc
         generators, device = loading.prepare_generators(settings, {}, None, 1234, logging.getLogger("shard"))
     assert device == "cpu" and generators is standin
     assert "has no GPU" in caplog.text and "s per person on this CPU" in caplog.text and "1234 persons" in caplog.text
+
+
+def test_keypoint_documents_must_belong_to_the_persons(cityscapes):
+    from anonymization_impact.errors import DatasetError
+
+    persons, document = cityscapes["persons"], cityscapes["keypoints"]
+    name, entries = next((name, entries) for name, entries in document["images"].items() if entries)
+    moved = {**document, "images": {**document["images"], "elsewhere.png": entries}}
+    with pytest.raises(DatasetError, match="elsewhere.png.*not in persons.json"):
+        attach_keypoints(persons, moved)
+    other = next(n for n, e in document["images"].items() if n != name)
+    swapped = {**document, "images": {**document["images"], other: entries}}
+    with pytest.raises(DatasetError, match=f"keypoints of '{other}' refer to person"):
+        attach_keypoints(persons, swapped)
+    short = {**document, "images": {name: [{**entries[0], "keypoints": entries[0]["keypoints"][:50]}]}}
+    with pytest.raises(DatasetError, match="expected 51 numbers"):
+        attach_keypoints(persons, short)

@@ -54,3 +54,11 @@ def attach_keypoints(persons: dict, document: dict) -> dict[int, list[float]]:
                 raise DatasetError(f"keypoints of person {person} in {file_name!r} appear twice")
             by_person[person] = [float(v) for v in values]
     return by_person
+
+
+def apply_keypoints(persons: dict, document: dict) -> None:
+    """Give every person of persons.json the document's keypoints (in place); a person the
+    document has none for gets 17 invisible ones, as the paper's scripts anonymized it."""
+    found = attach_keypoints(persons, document)
+    for annotation in persons["annotations"]:
+        annotation["keypoints"] = found.get(annotation["id"], [0.0] * 3 * NUM_KEYPOINTS)
