@@ -212,6 +212,12 @@ def get_detector_weights(section):
     return weights
 
 
+def detector_weights_entry(section):
+    """The `weights` entry of a detector, for the job to check the file's checksum."""
+    name = config[section]["weights"]
+    return {"name": name, **config["weights"].get(name, {})}
+
+
 def get_face_regions(wildcards):
     """Face boxes matched to persons; COCO's published boxes name their person already."""
     if _from_authors(wildcards.dataset) and wildcards.dataset == "coco":

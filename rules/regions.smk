@@ -42,6 +42,7 @@ rule faces_detect:
         confidence=min(config["face_detection"]["confidence"].values()),
         nms_iou=config["face_detection"]["nms_iou"],
         device=config["face_detection"]["device"],
+        weights_entry=detector_weights_entry("face_detection"),
     script:
         "../scripts/detect_faces.py"
 
@@ -65,6 +66,7 @@ rule keypoints_detect:
         root=get_dataset_root,
         score_threshold=config["regions"]["keypoint_score_threshold"],
         device=config["keypoint_detection"]["device"],
+        weights_entry=detector_weights_entry("keypoint_detection"),
     script:
         "../scripts/detect_keypoints.py"
 

@@ -19,12 +19,15 @@ from tqdm import tqdm
 from anonymization_impact import detectors
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
+from anonymization_impact.training.weights import verify_weights
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     params, inputs = snakemake.params, snakemake.input  # noqa: F821
     detectors.require_rule_fields("keypoints_detect", inputs, params, inputs=("persons", "weights"), params=("root",))
     persons = read_json(inputs.persons)
     weights = Path(inputs.weights)
+    if hasattr(params, "weights_entry"):  # a file placed by hand: its checksum, where one is published
+        verify_weights(params.weights_entry["name"], params.weights_entry)
     dp2_crop = bool(getattr(params, "dp2_crop", True))
     flip_test = bool(getattr(params, "flip_test", False))
     config = Path(inputs.pose_config) if "pose_config" in inputs.keys() else None
