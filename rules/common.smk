@@ -608,4 +608,23 @@ def get_result_files():
         if get_schedule(dataset)["init"] != "scratch":
             run = SimpleNamespace(dataset=dataset, model=model)
             weights.add(get_init_weights(run)["path"])
-    return sorted(get_metric_targets() + list(weights))
+    return sorted(get_metric_targets() + list(weights) + _anonymization_files())
+
+
+def _anonymization_files():
+    """The audits of the trees, the region files and the generator weights they were made with."""
+    files = set()
+    for audit in get_anonymized_tree_targets():
+        dataset, variant = Path(audit).parts[-3:-1]
+        tree = SimpleNamespace(dataset=dataset, variant=variant)
+        files.add(audit)
+        if config["variants"][variant]["region"] == "face":
+            files.add(get_face_regions(tree))
+        elif variant in REALISTIC_VARIANTS and dataset != "coco":
+            files.add(get_keypoints(tree))
+        if variant in REALISTIC_VARIANTS:
+            weights = get_generator_weights(tree)
+            files |= {
+                path for key, path in weights.items() if key.startswith("weights_")
+            }
+    return sorted(files)

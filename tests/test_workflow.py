@@ -182,6 +182,9 @@ def test_tables_figures_and_report_on_the_twins(tmp_path):
         archive.extractall(tmp_path / "extracted", filter="data")
     root = tmp_path / "extracted" / "anonymization-impact"
     assert (root / "Snakefile").exists() and (root / "results" / "provenance" / "manifest.json").exists()
+    traced = read_json(root / "results" / "provenance" / "manifest.json")["results_md5"]
+    for path in ("results/anonymized/cityscapes/body-realistic-hmlo/audit.json", "results/regions/cityscapes/keypoints-twin.json", "results/regions/cityscapes/faces.json"):
+        assert path in traced, path  # the trees' audits and the regions they were made from
     expected = (root / "results" / "tables" / "table1.tex").read_text()
     (root / "results" / "tables" / "table1.tex").unlink()
     rerun = subprocess.run(
