@@ -20,6 +20,7 @@ rule anonymize_shard:
         variant=lambda wildcards: config["variants"][wildcards.variant],
         shards=config["anonymization"]["shards"],
         leak_check_images=config["anonymization"]["leak_check_images"],
+        hide_pending=config["anonymization"]["pending_regions"] == "hidden",
         generators=None,
     script:
         "../scripts/anonymize_shard.py"
@@ -39,6 +40,7 @@ use rule anonymize_shard as anonymize_shard_realistic with:
         variant=lambda wildcards: config["variants"][wildcards.variant],
         shards=config["anonymization"]["shards"],
         leak_check_images=config["anonymization"]["leak_check_images"],
+        hide_pending=config["anonymization"]["pending_regions"] == "hidden",
         generators=get_generator_settings,
 
 

@@ -40,6 +40,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         shards=params.shards,
         output_dir=output_dir,
         leak_check_images=params.leak_check_images,
+        hide_pending=params.hide_pending,
         progress=lambda items: tqdm(items, desc=f"{wildcards.variant} shard {wildcards.shard}", file=sys.stderr, mininterval=10),
     )
     write_json_atomic(snakemake.output.audit, audit)  # noqa: F821

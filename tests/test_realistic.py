@@ -307,3 +307,28 @@ def test_keypoint_documents_must_belong_to_the_persons(cityscapes):
     short = {**document, "images": {name: [{**entries[0], "keypoints": entries[0]["keypoints"][:50]}]}}
     with pytest.raises(DatasetError, match="expected 51 numbers"):
         attach_keypoints(persons, short)
+
+
+def test_persons_still_to_come_are_hidden_from_the_generator():
+    """Two overlapping persons: the smaller one goes first and its crop shows the larger one.
+    Shown as it was (deep_privacy2), the larger person's original pixels reach the generator
+    and the leak check fails; hidden (the default), it passes."""
+    from anonymization_impact.masks import encode
+    from anonymization_impact.trees import LeakCheckError, anonymize_pixels, check_no_leak
+
+    height, width = 120, 160
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    small, large = np.zeros((height, width), bool), np.zeros((height, width), bool)
+    small[40:80, 60:75] = True
+    large[30:100, 77:110] = True
+    annotations = [{"id": i, "segmentation": encode(m)} for i, m in ((1, small), (2, large))]
+    targets, _ = plan_targets("body", {"height": height, "width": width}, annotations, None, 8)
+    assert [t.instance_id for t in targets] == [1, 2]
+    generators = load_generators({"kind": "twin_renderer", "roles": ["body"], "standin_seed": 0}, {}, "cpu")
+    method = build_realistic(variant(region="body", method="realistic"), generators)
+    hidden = anonymize_pixels(pixels, targets, method, 0, "x.png")
+    check_no_leak(pixels, targets, method, 0, "x.png", hidden)
+    visible = anonymize_pixels(pixels, targets, method, 0, "x.png", hide_pending=False)
+    with pytest.raises(LeakCheckError, match="leaks region content"):
+        check_no_leak(pixels, targets, method, 0, "x.png", visible, hide_pending=False)

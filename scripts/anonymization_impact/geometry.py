@@ -294,6 +294,12 @@ def cut_resize(image: np.ndarray, geometry: CropGeometry) -> np.ndarray:
     return _to_uint8(_resize_bicubic(crop, th, tw))
 
 
+def cut_mask(mask: np.ndarray, geometry: CropGeometry) -> np.ndarray:
+    """An image-space bool mask in the crop's space (nearest; False outside the image)."""
+    cut, _ = _cut_padded(np.asarray(mask, dtype=bool), geometry.box)
+    return _resize_nearest(cut, *geometry.size)
+
+
 def paste(image: np.ndarray, geometry: CropGeometry, synthesized: np.ndarray) -> None:
     """Write a synthesized crop back into `image` (uint8 HxWxC, modified in place), as dp2's
     ``anonymize_detections``: resize the crop to the box (antialiased bicubic; float input is

@@ -12,7 +12,7 @@ import copy
 import hashlib
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -20,13 +20,15 @@ import numpy as np
 from PIL import Image
 
 from .errors import DatasetError, WorkflowInputError
-from .geometry import FACE_SIZE, CropGeometry, body_crop, cut_resize, expanded_box_area, face_box_expanded, face_crop, paste
+from .geometry import FACE_SIZE, CropGeometry, body_crop, cut_mask, cut_resize, expanded_box_area, face_box_expanded, face_crop, paste
 from .io import decode_image, require_file, write_bytes_atomic
 from .masks import decode
 from .methods import Method, gaussian_blur
 
 REASON_TOO_SMALL = "too small (expanded box below min_size x min_size)"
 REASON_NO_FACE = "no matched face detection"
+VISIBLE_PENDING_REASON = ("anonymization.pending_regions is 'visible' (as deep_privacy2): the persons still to be "
+                          "anonymized in an image are shown to the generator as they were")
 HISTOGRAM_REASON = ("HM / HM-LO adjust the synthesized person to the colour histogram of the original crop, "
                     "region included (paper Sec. 3.4); the generator's own input is zero inside the region")
 SNAKEMAKE_MARKER = ".snakemake_timestamp"  # Snakemake's mtime file in directory outputs (twins, shards)
@@ -108,11 +110,17 @@ def _hr_face_targets(faces: list[dict], height: int, width: int) -> list[Target]
     return sorted(refined, key=lambda target: (target.area, target.instance_id))
 
 
-def anonymize_pixels(pixels: np.ndarray, targets: list[Target], method: Method, seed: int, file_name: str) -> np.ndarray:
-    """A new array with every target's region anonymized, in the targets' order."""
+def anonymize_pixels(pixels: np.ndarray, targets: list[Target], method: Method, seed: int, file_name: str,
+                     hide_pending: bool = True) -> np.ndarray:
+    """A new array with every target's region anonymized, in the targets' order.
+
+    A method that must not see the region gets it zeroed before the crop is cut. With
+    ``hide_pending`` (default) the regions of the targets still to come are zeroed as well and
+    marked as to be synthesized in the crop's keep mask, so no original pixel of any region
+    reaches any generator; deep_privacy2 showed them as they were (``hide_pending=False``)."""
     image = pixels.copy()
     height, width = image.shape[:2]
-    for target in targets:
+    for index, target in enumerate(targets):
         window, region = target.geometry.region_in_image(height, width)
         if method.space == "image":
             _blur_in_image_space(image, window, region, method)
@@ -120,16 +128,20 @@ def anonymize_pixels(pixels: np.ndarray, targets: list[Target], method: Method, 
         if getattr(method, "fill_value", None) is not None:
             image[window][region] = method.fill_value
             continue
-        source = image
+        geometry, source = target.geometry, image
         if not method.sees_region:
             source = image.copy()
             source[window][region] = 0  # the method never sees what was there
-        crop = cut_resize(source, target.geometry)
+            if hide_pending and index + 1 < len(targets):
+                pending = region_union(targets[index + 1:], height, width)
+                source[pending] = 0
+                geometry = replace(geometry, known=geometry.known & ~cut_mask(pending, geometry))
+        crop = cut_resize(source, geometry)
         rng = instance_rng(seed, file_name, target.instance_id, target.stream)
         if getattr(method, "uses_region_histogram", False):  # HM / HM-LO: the original's colours
-            synthesized = method.synthesize(crop, target.geometry, target.keypoints, rng, original=cut_resize(image, target.geometry))
+            synthesized = method.synthesize(crop, geometry, target.keypoints, rng, original=cut_resize(image, geometry))
         else:
-            synthesized = method.synthesize(crop, target.geometry, target.keypoints, rng)
+            synthesized = method.synthesize(crop, geometry, target.keypoints, rng)
         paste(image, target.geometry, synthesized)
     return image
 
@@ -183,9 +195,11 @@ def anonymize_shard(
     output_dir: Path,
     leak_check_images: int,
     progress: Callable[[Iterable], Iterable] = iter,
+    hide_pending: bool = True,
 ) -> dict:
     """Anonymize the images of one shard into ``output_dir`` (same relative paths as the
-    raw root; images without targets are not written) and return the shard's audit."""
+    raw root; images without targets are not written) and return the shard's audit.
+    ``hide_pending``: see ``anonymize_pixels``."""
     by_image: dict[int, list[dict]] = {}
     for annotation in persons["annotations"]:
         by_image.setdefault(annotation["image_id"], []).append(annotation)
@@ -199,6 +213,8 @@ def anonymize_shard(
                   "images_checked": [], "passed": None}
     if getattr(method, "uses_region_histogram", False):
         leak_check["not_applicable_because"] = HISTOGRAM_REASON
+    elif leak_check["applies"] and not hide_pending and getattr(method, "fill_value", None) is None:
+        leak_check.update(applies=False, not_applicable_because=VISIBLE_PENDING_REASON)
     for image in progress(images):
         annotations = by_image.get(image["id"], [])
         image_faces = None if faces is None else faces["images"].get(image["file_name"], [])
@@ -212,10 +228,10 @@ def anonymize_shard(
         oriented += was_oriented
         if pixels.shape[:2] != (image["height"], image["width"]):
             raise DatasetError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]}, its annotation says {image['width']}x{image['height']}")
-        result = anonymize_pixels(pixels, targets, method, variant["seed"], image["file_name"])
+        result = anonymize_pixels(pixels, targets, method, variant["seed"], image["file_name"], hide_pending)
         write_bytes_atomic(Path(output_dir) / image["file_name"], encode_image(result, mode, path.suffix))
         if leak_check["applies"] and len(leak_check["images_checked"]) < leak_check_images:
-            check_no_leak(pixels, targets, method, variant["seed"], image["file_name"], result)
+            check_no_leak(pixels, targets, method, variant["seed"], image["file_name"], result, hide_pending)
             leak_check["images_checked"].append(image["file_name"])
     if leak_check["applies"]:
         leak_check["passed"] = True
@@ -226,7 +242,7 @@ def anonymize_shard(
     return audit
 
 
-def check_no_leak(pixels, targets, method, seed, file_name, expected) -> None:
+def check_no_leak(pixels, targets, method, seed, file_name, expected, hide_pending: bool = True) -> None:
     """Replace every region's original pixels with noise, anonymize again, demand the same output."""
     statistics = copy.deepcopy(getattr(method, "statistics", None))  # the rerun is not new work
     height, width = pixels.shape[:2]
@@ -234,7 +250,7 @@ def check_no_leak(pixels, targets, method, seed, file_name, expected) -> None:
     noise_rng = np.random.default_rng(np.random.SeedSequence([seed, name_hash(file_name), 2**32 - 1]))
     noisy = pixels.copy()
     noisy[union] = noise_rng.integers(0, 256, size=(int(union.sum()), 3), dtype=np.uint8)
-    again = anonymize_pixels(noisy, targets, method, seed, file_name)
+    again = anonymize_pixels(noisy, targets, method, seed, file_name, hide_pending)
     if statistics is not None:
         method.statistics = statistics
     if not np.array_equal(again, expected):
