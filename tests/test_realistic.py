@@ -59,6 +59,18 @@ def a_body_crop(cityscapes, index=0):
     return pixels, geometry, np.asarray(annotation["keypoints"], dtype=np.float32).reshape(17, 3)
 
 
+def generator_inputs(cityscapes):
+    """The largest twin person's geometry, its generator inputs (region zeroed before the cut)
+    and the original crop in [0, 1], as the realistic method builds them."""
+    pixels, geometry, keypoints = a_body_crop(cityscapes)
+    source = pixels.copy()
+    window, region = geometry.region_in_image(*pixels.shape[:2])
+    source[window][region] = 0
+    inputs = crop_tensors(cut_resize(source, geometry), geometry.known, geometry.person, crop_keypoints(keypoints, geometry.box))
+    original = torch.from_numpy(cut_resize(pixels, geometry).astype(np.float32)).permute(2, 0, 1)[None] / 255
+    return geometry, inputs, original
+
+
 def test_keypoints_become_crop_relative_and_invisible_outside_the_box():
     points = np.array([[10, 20, 2], [30, 60, 1], [5, 20, 2], [12, 25, 0]] + [[0, 0, 0]] * 13, dtype=np.float32)
     relative = crop_keypoints(points, (10, 20, 30, 60))
@@ -130,12 +142,7 @@ def test_histogram_matching_changes_the_person_only_and_moves_towards_the_origin
 
 
 def test_hmlo_lowers_the_histogram_loss_and_stops_at_the_threshold(cityscapes, body_generator):
-    pixels, geometry, keypoints = a_body_crop(cityscapes)
-    source = pixels.copy()
-    window, region = geometry.region_in_image(*pixels.shape[:2])
-    source[window][region] = 0
-    inputs = crop_tensors(cut_resize(source, geometry), geometry.known, geometry.person, crop_keypoints(keypoints, geometry.box))
-    original = torch.from_numpy(cut_resize(pixels, geometry).astype(np.float32)).permute(2, 0, 1)[None] / 255
+    geometry, inputs, original = generator_inputs(cityscapes)
     w0 = initial_w(body_generator, "multimodal", 0.0, np.random.default_rng(1))
     free = optimize_latent(body_generator, inputs, original, w0, max_steps=40, threshold=0.0, lr=0.05)
     assert free.steps == 40 and len(free.losses) == 40
@@ -230,11 +237,7 @@ def renderer():
 
 
 def test_the_twin_renderer_draws_a_person_in_the_silhouette_from_w(cityscapes, renderer):
-    pixels, geometry, keypoints = a_body_crop(cityscapes)
-    source = pixels.copy()
-    window, region = geometry.region_in_image(*pixels.shape[:2])
-    source[window][region] = 0
-    inputs = crop_tensors(cut_resize(source, geometry), geometry.known, geometry.person, crop_keypoints(keypoints, geometry.box))
+    geometry, inputs, _ = generator_inputs(cityscapes)
     assert renderer.w_centers.shape == (512, renderer.z_dim)
     first, second = (renderer.w_centers[i:i + 1] for i in (0, 1))
     one, two = renderer.synthesize(inputs, first), renderer.synthesize(inputs, second)
@@ -247,12 +250,7 @@ def test_the_twin_renderer_draws_a_person_in_the_silhouette_from_w(cityscapes, r
 
 
 def test_hmlo_with_the_twin_renderer_moves_towards_the_original_histogram(cityscapes, renderer):
-    pixels, geometry, keypoints = a_body_crop(cityscapes)
-    source = pixels.copy()
-    window, region = geometry.region_in_image(*pixels.shape[:2])
-    source[window][region] = 0
-    inputs = crop_tensors(cut_resize(source, geometry), geometry.known, geometry.person, crop_keypoints(keypoints, geometry.box))
-    original = torch.from_numpy(cut_resize(pixels, geometry).astype(np.float32)).permute(2, 0, 1)[None] / 255
+    geometry, inputs, original = generator_inputs(cityscapes)
     w0 = initial_w(renderer, "multimodal", 0.0, np.random.default_rng(3))
     result = optimize_latent(renderer, inputs, original, w0, max_steps=100, threshold=0.0, lr=0.05)
     assert min(result.losses) < 0.8 * result.losses[0]
