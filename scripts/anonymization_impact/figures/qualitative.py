@@ -14,6 +14,7 @@ ask of published images. Nothing is cropped; panels are only downscaled.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -165,7 +166,7 @@ def plot(panels: list[Panel], pdf_path: Path, png_path: Path, title: str | None 
         ax.set_axis_off()
     for panel, ax in zip(panels, axes.flat):
         ax.imshow(panel.pixels, interpolation="antialiased")
-        ax.set_title(panel.label, fontsize=7)
+        ax.set_title("\n".join(textwrap.wrap(panel.label, 34)), fontsize=7)  # long labels stay above their panel
         if panel.status in STATUS_TEXT:
             ax.text(0.5, 0.5, STATUS_TEXT[panel.status], transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.2")
     if title:
