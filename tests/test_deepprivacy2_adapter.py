@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from anonymization_impact.errors import WorkflowInputError
+from anonymization_impact.io import file_digest
 from anonymization_impact.realistic import deepprivacy2 as dp2_adapter
 from anonymization_impact.realistic.deepprivacy2 import (
     BODY_KEYS,
@@ -25,7 +26,6 @@ from anonymization_impact.realistic.deepprivacy2 import (
     DeepPrivacy2Generator,
     body_batch,
     face_batch,
-    file_md5,
     load_generator,
 )
 from anonymization_impact.realistic.generator import crop_keypoints, crop_tensors, to_pixels
@@ -352,7 +352,7 @@ def fake_dp2(monkeypatch, tmp_path):
 
 def pin_md5(monkeypatch, name, checkpoint):
     spec = GENERATORS[name]
-    monkeypatch.setitem(GENERATORS, name, type(spec)(**{**spec.__dict__, "md5": file_md5(checkpoint)}))
+    monkeypatch.setitem(GENERATORS, name, type(spec)(**{**spec.__dict__, "md5": file_digest(checkpoint, "md5")}))
 
 
 def test_load_generator_through_dp2s_own_functions(fake_dp2):

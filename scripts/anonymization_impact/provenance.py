@@ -15,21 +15,17 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import WorkflowInputError
+from .io import file_digest
 
 PACKAGES = ("numpy", "pillow", "pycocotools", "cityscapesScripts", "scipy", "torch", "torchvision")
 PACKAGE_DIR = Path(__file__).resolve().parent
-CHUNK = 1 << 20
 
 
 def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
+        return file_digest(path, "md5")
     except OSError as error:
         raise WorkflowInputError(f"cannot read {path} to record its md5 ({error.strerror or error})") from None
-    return digest.hexdigest()
 
 
 def config_sha256(config: dict) -> str:

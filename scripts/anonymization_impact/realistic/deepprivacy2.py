@@ -50,7 +50,6 @@ weights differ is refused.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import os
@@ -63,6 +62,7 @@ from typing import Callable
 import torch
 
 from ..errors import WorkflowInputError
+from ..io import file_digest
 from . import DP2_COMMIT, DP2_REPOSITORY
 from .generator import CropTensors
 
@@ -190,14 +190,6 @@ def generator_batch(region: str, inputs: CropTensors, joint_map_transform: Joint
 
 def generator_label(spec: PinnedGenerator) -> str:
     return f"DeepPrivacy2 {spec.display} (md5 {spec.md5[:6]}…)"
-
-
-def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pinned(name: str) -> PinnedGenerator:
@@ -354,7 +346,7 @@ def load_generator(name: str, checkpoint_path: str | Path, device: str | torch.d
     if not checkpoint.is_file():
         raise WorkflowInputError(f"the {spec.display} checkpoint {checkpoint} does not exist; it is downloaded from {spec.url}")
     if check_md5:
-        found = file_md5(checkpoint)
+        found = file_digest(checkpoint, "md5")
         if found != spec.md5:
             raise WorkflowInputError(f"the {spec.display} checkpoint {checkpoint} has md5 {found}, expected {spec.md5}: download it again from {spec.url}")
     config_file = resolve_config(spec, root, dp2.package)

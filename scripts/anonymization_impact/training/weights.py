@@ -7,22 +7,14 @@ names); a file the user placed by hand is accepted when its checksum matches.
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 import urllib.request
 from pathlib import Path
 
 from ..errors import WorkflowInputError
+from ..io import file_digest
 
 CHECKSUMS = ("md5", "sha256")
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256_of(path: Path) -> str:
