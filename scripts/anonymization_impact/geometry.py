@@ -45,6 +45,7 @@ from PIL import Image
 
 BODY_SIZE = (288, 160)
 FACE_SIZE = (128, 128)
+HR_FACE_SIZE = (256, 256)  # FDF256, the "HR faces" pass
 
 Box = tuple[int, int, int, int]
 

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import DatasetError, WorkflowInputError
-from .geometry import FACE_SIZE, CropGeometry, body_crop, cut_mask, cut_resize, expanded_box_area, face_box_expanded, face_crop, paste
+from .geometry import FACE_SIZE, HR_FACE_SIZE, CropGeometry, body_crop, cut_mask, cut_resize, expanded_box_area, face_box_expanded, face_crop, paste
 from .io import decode_image, require_file, write_bytes_atomic
 from .masks import decode
 from .methods import Method, gaussian_blur
@@ -33,7 +33,6 @@ HISTOGRAM_REASON = ("HM / HM-LO adjust the synthesized person to the colour hist
                     "region included (paper Sec. 3.4); the generator's own input is zero inside the region")
 SNAKEMAKE_MARKER = ".snakemake_timestamp"  # Snakemake's mtime file in directory outputs (twins, shards)
 JPEG_OPTIONS = {"quality": 100, "subsampling": 0, "optimize": False}  # as the paper's data
-HR_FACE_SIZE = (256, 256)
 
 
 class LeakCheckError(RuntimeError):

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 
 from ..errors import WorkflowInputError
+from ..geometry import BODY_SIZE, FACE_SIZE, HR_FACE_SIZE
 from .generator import Generator, crop_tensors
 from .standin import StandinGenerator
 from .twin_renderer import TwinPersonRenderer
 
 # crop (height, width) of each generator role (DESIGN section 2)
-ROLE_SIZES = {"face": (128, 128), "face_hr": (256, 256), "body": (288, 160)}
+ROLE_SIZES = {"face": FACE_SIZE, "face_hr": HR_FACE_SIZE, "body": BODY_SIZE}
 ROLE_REGIONS = {"face": "face", "face_hr": "face", "body": "body"}
 # the DeepPrivacy2 generator (realistic.deepprivacy2.GENERATORS) of each role
 DEEPPRIVACY2_GENERATORS = {"face": "fdf128", "face_hr": "fdf256", "body": "triagan"}
