@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import Counter
 
 from .config import experiment_target, generator_suffix, synthetic_generator_label
+from .realistic import DEFAULT_TRUNCATION, effective_truncation
 from .errors import WorkflowInputError
 from .results import MISSING, NEEDS_WEIGHTS, RAN, experiment_columns, rows
 
 # the paper's defaults of the variant options that change a row's label (schemas/config.schema.yaml)
-DEFAULT_TRUNCATION = {"face": "none", "body": "multimodal"}
 DEFAULT_MIN_SIZE = 8
 METHOD_NAMES = {"blur": "Blur", "maskout": "Mask-out", "realistic": "Realistic"}
 POSTPROCESS_NAMES = {"hm": "HM", "hmlo": "HM-LO"}
@@ -74,10 +74,6 @@ def latex_escape(text: str) -> str:
 # --------------------------------------------------------------------------- row labels
 
 
-def _effective_truncation(variant: dict) -> str:
-    return variant["truncation"] or DEFAULT_TRUNCATION[variant["region"]]
-
-
 def variant_group(config: dict, name: str) -> str:
     """'original', 'face' or 'body'."""
     return "original" if name == "original" else config["variants"][name]["region"]
@@ -92,7 +88,7 @@ def _qualifiers(variant: dict, show_truncation: bool) -> tuple[list[str], list[s
         if variant["hr_faces"]:
             plus.append("HR faces")
         if show_truncation:
-            comma.append(TRUNCATION_NAMES[_effective_truncation(variant)])
+            comma.append(TRUNCATION_NAMES[effective_truncation(variant)])
     if variant["method"] == "blur":
         if variant["blur_sigma"] != 7:
             comma.append(f"σ = {variant['blur_sigma']:g}")
@@ -117,7 +113,7 @@ def variant_labels(config: dict, variants: list[str]) -> dict[str, str]:
     truncations = Counter()
     for spec in specs.values():
         if spec["method"] == "realistic":
-            truncations[spec["region"], _effective_truncation(spec)] += 1
+            truncations[spec["region"], effective_truncation(spec)] += 1
     varied = {region for region in ("face", "body") if len({t for (r, t) in truncations if r == region}) > 1}
     labels = {}
     for name in variants:
@@ -125,7 +121,7 @@ def variant_labels(config: dict, variants: list[str]) -> dict[str, str]:
             labels[name] = "Original"
             continue
         spec = specs[name]
-        explicit = spec["method"] == "realistic" and _effective_truncation(spec) != DEFAULT_TRUNCATION[spec["region"]]
+        explicit = spec["method"] == "realistic" and effective_truncation(spec) != DEFAULT_TRUNCATION[spec["region"]]
         plus, comma = _qualifiers(spec, show_truncation=spec["region"] in varied or explicit)
         labels[name] = ", ".join([" + ".join([METHOD_NAMES[spec["method"]], *plus]), *comma])
     counts = Counter((variant_group(config, name), label) for name, label in labels.items())

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..realistic import DEFAULT_TRUNCATION
+
 ORIGINAL = "original"
 METHODS = {"blur": "blur", "maskout": "mask-out", "realistic": "realistic"}
-# the paper's default latent sampling per region (schema: truncation null)
-DEFAULT_TRUNCATION = {"face": "none", "body": "multimodal"}
 TRUNCATION = {"none": "no truncation", "unimodal": "unimodal truncation", "multimodal": "multimodal truncation"}
 POSTPROCESS = {"hm": "+ HM", "hmlo": "+ HM-LO"}
 # schema defaults: a setting equal to these needs no mention

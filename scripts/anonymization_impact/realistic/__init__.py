@@ -14,3 +14,11 @@ SYNTHETIC_GENERATORS = {
     "standin": "test stand-in generator (random weights; not DeepPrivacy2)",
     "twin_renderer": "twin person renderer (synthetic twins only; not DeepPrivacy2)",
 }
+
+
+# the paper's latent sampling when a realistic variant leaves `truncation` null
+DEFAULT_TRUNCATION = {"face": "none", "body": "multimodal"}
+
+
+def effective_truncation(variant: dict) -> str:
+    return variant["truncation"] or DEFAULT_TRUNCATION[variant["region"]]

@@ -14,24 +14,24 @@ import numpy as np
 import torch
 
 from ..geometry import CropGeometry
+from . import effective_truncation
 from .generator import Generator, crop_keypoints, crop_tensors, to_pixels
 from .latents import initial_w, seed_torch_noise
 from .postprocess import match_histogram_blend, optimize_latent
 
-POSTPROCESSES = ("none", "hm", "hmlo")
-
-
 @dataclass
 class RealisticSettings:
-    truncation: str                 # none | unimodal | multimodal
-    truncation_value: float = 0.0   # psi of the truncated variants (dp2's scripts: 0)
-    postprocess: str = "none"       # none | hm | hmlo
-    hm_sigma: float = 10.0
-    hm_kernel: int = 19
-    hm_per_channel: bool = False
-    hmlo_steps: int = 100
-    hmlo_threshold: float = 0.02
-    hmlo_lr: float = 1e-3
+    """A realistic variant's options (defaults and meanings: schemas/config.schema.yaml)."""
+
+    truncation: str         # none | unimodal | multimodal
+    truncation_value: float  # psi; 1 for no truncation
+    postprocess: str        # none | hm | hmlo
+    hm_sigma: float
+    hm_kernel: int
+    hm_per_channel: bool
+    hmlo_steps: int
+    hmlo_threshold: float
+    hmlo_lr: float
 
 
 @dataclass
@@ -98,17 +98,10 @@ class Realistic:
 
 
 def realistic_settings(variant: dict) -> RealisticSettings:
-    """Settings of a validated realistic variant; truncation null = the paper's default
-    (faces none, bodies multi-modal)."""
-    truncation = variant.get("truncation") or ("none" if variant["region"] == "face" else "multimodal")
-    return RealisticSettings(
-        truncation=truncation,
-        truncation_value=1.0 if truncation == "none" else variant.get("truncation_value", 0.0),
-        postprocess=variant.get("postprocess", "none"),
-        hm_sigma=variant.get("hm_sigma", 10.0), hm_kernel=variant.get("hm_kernel", 19),
-        hm_per_channel=variant.get("hm_per_channel", False), hmlo_steps=variant.get("hmlo_steps", 100),
-        hmlo_threshold=variant.get("hmlo_threshold", 0.02), hmlo_lr=variant.get("hmlo_lr", 1e-3),
-    )
+    """Settings of a validated realistic variant (the schema filled its defaults)."""
+    truncation = effective_truncation(variant)
+    options = {name: variant[name] for name in ("postprocess", "hm_sigma", "hm_kernel", "hm_per_channel", "hmlo_steps", "hmlo_threshold", "hmlo_lr")}
+    return RealisticSettings(truncation=truncation, truncation_value=1.0 if truncation == "none" else variant["truncation_value"], **options)
 
 
 def build_realistic(variant: dict, generators: dict[tuple[int, int], Generator], device: str = "cpu") -> Realistic:
