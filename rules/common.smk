@@ -105,8 +105,7 @@ def get_fig7_persons():
     )
 
 
-# Methods that run without external weights; realistic variants need generators.
-TRADITIONAL_METHODS = ("blur", "maskout")
+# Realistic variants need generators (and a GPU on a cluster); the others run anywhere.
 REALISTIC_VARIANTS = [
     name
     for name, variant in config["variants"].items()
