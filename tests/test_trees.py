@@ -78,6 +78,39 @@ def test_maskout_fast_fill_equals_pasting_the_constant_crop():
     assert np.array_equal(anonymize_pixels(pixels, targets, MaskOut(127), 0, image["file_name"]), expected)
 
 
+class _RecordingMethod:
+    """A crop-space method that never sees the region and records the crops it is given."""
+
+    name, space, sees_region = "recording", "crop", False
+
+    def __init__(self):
+        self.crops = []
+
+    def synthesize(self, crop, geometry, keypoints, rng):
+        self.crops.append(crop.copy())
+        return np.full((*geometry.size, 3), 50, dtype=np.float32)
+
+
+@pytest.mark.parametrize("hide_pending", [True, False])
+def test_each_crop_hides_its_own_and_the_pending_regions_only(hide_pending):
+    from anonymization_impact.geometry import cut_resize
+
+    pixels, image, annotations = _scene(seed=3)
+    pixels = np.maximum(pixels, 1)  # zero then means "hidden"
+    targets, _ = plan_targets("body", image, annotations, None, min_size=8)
+    method = _RecordingMethod()
+    anonymize_pixels(pixels, targets, method, 0, image["file_name"], hide_pending=hide_pending)
+    height, width = pixels.shape[:2]
+    done = np.zeros((height, width), dtype=bool)
+    for index, (target, crop) in enumerate(zip(targets, method.crops)):
+        hidden = region_union(targets[index:] if hide_pending else [target], height, width)
+        expected = pixels.copy()
+        expected[done] = 50  # what earlier targets pasted
+        expected[hidden] = 0
+        assert np.array_equal(crop, cut_resize(expected, target.geometry))
+        done |= region_union([target], height, width)
+
+
 def decode_mask(annotation):
     from anonymization_impact.masks import decode
 

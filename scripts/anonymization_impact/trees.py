@@ -119,8 +119,12 @@ def anonymize_pixels(pixels: np.ndarray, targets: list[Target], method: Method, 
     reaches any generator; deep_privacy2 showed them as they were (``hide_pending=False``)."""
     image = pixels.copy()
     height, width = image.shape[:2]
+    # how many targets still to come cover each pixel: the pending union in O(n), not O(n^2)
+    pending_count = region_coverage(targets, height, width) if hide_pending and not method.sees_region else None
     for index, target in enumerate(targets):
         window, region = target.geometry.region_in_image(height, width)
+        if pending_count is not None:
+            pending_count[window] -= region
         if method.space == "image":
             _blur_in_image_space(image, window, region, method)
             continue
@@ -131,8 +135,8 @@ def anonymize_pixels(pixels: np.ndarray, targets: list[Target], method: Method, 
         if not method.sees_region:
             source = image.copy()
             source[window][region] = 0  # the method never sees what was there
-            if hide_pending and index + 1 < len(targets):
-                pending = region_union(targets[index + 1:], height, width)
+            if pending_count is not None and index + 1 < len(targets):
+                pending = pending_count > 0
                 source[pending] = 0
                 geometry = replace(geometry, known=geometry.known & ~cut_mask(pending, geometry))
         crop = cut_resize(source, geometry)
@@ -158,12 +162,17 @@ def _blur_in_image_space(image: np.ndarray, window: tuple[slice, slice], region:
     image[window][region] = np.clip(np.round(inner[region]), 0, 255).astype(np.uint8)
 
 
-def region_union(targets: list[Target], height: int, width: int) -> np.ndarray:
-    union = np.zeros((height, width), dtype=bool)
+def region_coverage(targets: list[Target], height: int, width: int) -> np.ndarray:
+    """For every pixel, the number of targets whose region covers it."""
+    coverage = np.zeros((height, width), dtype=np.int32)
     for target in targets:
         window, region = target.geometry.region_in_image(height, width)
-        union[window] |= region
-    return union
+        coverage[window] += region
+    return coverage
+
+
+def region_union(targets: list[Target], height: int, width: int) -> np.ndarray:
+    return region_coverage(targets, height, width) > 0
 
 
 def encode_image(pixels: np.ndarray, mode: str, suffix: str) -> bytes:
