@@ -18,7 +18,7 @@ from anonymization_impact.datasets import reader
 from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.training import BACKEND_ENVS, init_weights_name
 from anonymization_impact.realistic import DP2_COMMIT, DP2_REPOSITORY
-from anonymization_impact.training.weights import fetch_instructions
+from anonymization_impact.weights import fetch_instructions
 
 try:
     _validated = validate_config(config)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from anonymization_impact import detectors
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
-from anonymization_impact.training.weights import verify_weights
+from anonymization_impact.weights import verify_weights
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     params, inputs = snakemake.params, snakemake.input  # noqa: F821

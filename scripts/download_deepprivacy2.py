@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from anonymization_impact.logs import logged
-from anonymization_impact.training.weights import download, extract_source_archive
+from anonymization_impact.downloads import download, extract_source_archive
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     target = Path(snakemake.output[0])  # noqa: F821

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.logs import logged
-from anonymization_impact.training.weights import download, fetch_instructions, verify_weights
+from anonymization_impact.downloads import download
+from anonymization_impact.weights import fetch_instructions, verify_weights
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     entry = snakemake.params.entry  # noqa: F821

@@ -22,7 +22,7 @@ from anonymization_impact.realistic.loading import load_generators
 from anonymization_impact.realistic.method import build_realistic, realistic_settings
 from anonymization_impact.realistic.postprocess import histogram_loss, hsv_histograms, match_histogram_blend, optimize_latent
 from anonymization_impact.realistic.standin import STANDIN_LABEL, StandinGenerator
-from anonymization_impact.training.weights import verify_weights
+from anonymization_impact.weights import verify_weights
 from anonymization_impact.trees import HISTOGRAM_REASON, anonymize_shard, plan_targets
 from anonymization_impact.twins.keypoints import simulate_keypoints
 
@@ -254,6 +254,28 @@ def test_hmlo_with_the_twin_renderer_moves_towards_the_original_histogram(citysc
     w0 = initial_w(renderer, "multimodal", 0.0, np.random.default_rng(3))
     result = optimize_latent(renderer, inputs, original, w0, max_steps=100, threshold=0.0, lr=0.05)
     assert min(result.losses) < 0.8 * result.losses[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_twin_renderer_draws_on_the_gpu_what_it_draws_on_the_cpu(cityscapes, renderer):
+    """realistic.device: cuda with the twin renderer (the demo's config on a GPU machine): every
+    part is drawn on the crop's device, bodies and faces, and HM-LO's gradients reach w there."""
+    from anonymization_impact.realistic.generator import CropTensors
+    from anonymization_impact.realistic.twin_renderer import TwinPersonRenderer
+
+    geometry, inputs, original = generator_inputs(cityscapes)
+    on_gpu = CropTensors(*(None if t is None else t.cuda() for t in (inputs.condition, inputs.mask, inputs.person_mask, inputs.keypoints)))
+    w = renderer.w_centers[:1]
+    drawn = renderer.synthesize(on_gpu, w.cuda())
+    assert drawn.device.type == "cuda" and torch.allclose(drawn.cpu(), renderer.synthesize(inputs, w), atol=1e-4)
+    result = optimize_latent(renderer, on_gpu, original.cuda(), w.cuda(), max_steps=5, threshold=0.0, lr=0.05)
+    assert result.image.device.type == "cuda" and all(np.isfinite(result.losses)) and result.losses[-1] < result.losses[0]
+    face = TwinPersonRenderer("face", (128, 128), seed=0)
+    known = np.ones((128, 128), dtype=bool)
+    known[40:90, 45:85] = False
+    crop = np.full((128, 128, 3), 90, dtype=np.uint8)
+    cpu, gpu = (face.synthesize(crop_tensors(crop, known, None, None, device), face.w_avg[None].to(device)) for device in ("cpu", "cuda"))
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
 
 
 def test_twin_renderer_trees_pass_the_leak_check_and_name_their_generator(cityscapes, twins, tmp_path):

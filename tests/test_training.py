@@ -21,7 +21,7 @@ from anonymization_impact.io import write_json_atomic
 from anonymization_impact.training import TrainingJob
 from anonymization_impact.training import torchvision_backend as backend
 from anonymization_impact.training.schedule import learning_rate
-from anonymization_impact.training.weights import verify_weights
+from anonymization_impact.weights import verify_weights
 
 from conftest import REPO
 

@@ -55,7 +55,7 @@ from .errors import DatasetError, WorkflowInputError
 from .io import decode_image
 from .masks import bbox as rle_bbox
 from .regions import BOX_TOLERANCE, DETECTIONS_FORMAT
-from .training.weights import sha256_of
+from .weights import sha256_of
 
 ENV_FILE = "envs/detectors.yaml"
 KEYPOINTS_FORMAT = "person-keypoints/v1"

@@ -56,7 +56,7 @@ class TrainingJob:
     @classmethod
     def from_settings(cls, settings: dict, *, image_root, annotation, output, checkpoint_dir, threads: int) -> "TrainingJob":
         """A job from the settings a rule passes (common.smk's get_training_job_settings)."""
-        from .weights import verify_weights
+        from ..weights import verify_weights
 
         init = settings["init_weights"]
         return cls(
