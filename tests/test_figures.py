@@ -201,13 +201,18 @@ def test_plot_fig8_script_writes_figure_and_data(metric_files, tmp_path):
 # --------------------------------------------------------------------------- qualitative
 
 
-def test_variant_labels():
+def test_variant_labels_use_the_tables_qualifiers_after_the_region():
+    def label(**settings):
+        return variant_label("v", validate_config({"variants": {"v": settings}})["variants"]["v"])
+
     assert variant_label("original", None) == "Original"
-    assert variant_label("face-blur", {"region": "face", "method": "blur"}) == "Face blur"
-    assert variant_label("b", {"region": "body", "method": "realistic", "truncation": "multimodal", "postprocess": "hmlo"}) == "Body realistic + HM-LO"
-    assert variant_label("b", {"region": "body", "method": "realistic", "truncation": "none", "postprocess": "none"}) == "Body realistic (no truncation)"
-    assert variant_label("b", {"region": "body", "method": "maskout", "min_size": 32}) == "Body mask-out (persons < 32x32 kept)"
-    assert variant_label("f", {"region": "face", "method": "realistic", "hr_faces": True}) == "Face realistic + HR faces"
+    assert variant_label("unknown", None) == "unknown"
+    assert label(region="face", method="blur") == "Face blur"
+    assert label(region="body", method="realistic", truncation="multimodal", postprocess="hmlo") == "Body realistic + HM-LO"
+    assert label(region="body", method="realistic", truncation="none") == "Body realistic (no truncation)"
+    assert label(region="body", method="maskout", min_size=32) == "Body mask-out (min size 32²)"
+    assert label(region="body", method="blur", blur_sigma=3) == "Body blur (σ = 3)"
+    assert label(region="face", method="realistic", hr_faces=True) == "Face realistic + HR faces"
 
 
 VARIANTS = {

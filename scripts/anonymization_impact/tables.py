@@ -79,8 +79,9 @@ def variant_group(config: dict, name: str) -> str:
     return "original" if name == "original" else config["variants"][name]["region"]
 
 
-def _qualifiers(variant: dict, show_truncation: bool) -> tuple[list[str], list[str]]:
-    """(' + X' parts, ', Y' parts) that tell this variant from the paper's plain method."""
+def variant_qualifiers(variant: dict, show_truncation: bool) -> tuple[list[str], list[str]]:
+    """(' + X' parts, ', Y' parts) that tell this (validated) variant from the paper's plain
+    method; the figures' labels use them too."""
     plus, comma = [], []
     if variant["method"] == "realistic":
         if variant["postprocess"] != "none":
@@ -105,6 +106,11 @@ def _qualifiers(variant: dict, show_truncation: bool) -> tuple[list[str], list[s
     return plus, comma
 
 
+def names_its_truncation(variant: dict) -> bool:
+    """A realistic variant whose truncation is not the paper's default for its region."""
+    return variant["method"] == "realistic" and effective_truncation(variant) != DEFAULT_TRUNCATION[variant["region"]]
+
+
 def variant_labels(config: dict, variants: list[str]) -> dict[str, str]:
     """Human row names (Original, Blur, Realistic + HM, Realistic, no truncation, ...) from
     the variants' options, not their names; the truncation is named when it is not the
@@ -121,8 +127,7 @@ def variant_labels(config: dict, variants: list[str]) -> dict[str, str]:
             labels[name] = "Original"
             continue
         spec = specs[name]
-        explicit = spec["method"] == "realistic" and effective_truncation(spec) != DEFAULT_TRUNCATION[spec["region"]]
-        plus, comma = _qualifiers(spec, show_truncation=spec["region"] in varied or explicit)
+        plus, comma = variant_qualifiers(spec, show_truncation=spec["region"] in varied or names_its_truncation(spec))
         labels[name] = ", ".join([" + ".join([METHOD_NAMES[spec["method"]], *plus]), *comma])
     counts = Counter((variant_group(config, name), label) for name, label in labels.items())
     for name in variants:  # two variants that differ only in options we do not name

@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-from ..realistic import DEFAULT_TRUNCATION
+from ..tables import METHOD_NAMES, names_its_truncation, variant_qualifiers
 
 ORIGINAL = "original"
-METHODS = {"blur": "blur", "maskout": "mask-out", "realistic": "realistic"}
-TRUNCATION = {"none": "no truncation", "unimodal": "unimodal truncation", "multimodal": "multimodal truncation"}
-POSTPROCESS = {"hm": "+ HM", "hmlo": "+ HM-LO"}
-# schema defaults: a setting equal to these needs no mention
-DEFAULTS = {"blur_sigma": 7, "blur_kernel": 21, "blur_space": "crop", "maskout_value": 127, "min_size": 8, "seed": 0}
 
 
 def variant_label(name: str, settings: dict | None) -> str:
-    """E.g. "Face blur", "Body realistic + HM-LO", "Body realistic (no truncation)";
-    the variant's own name when it has no settings (not in ``variants``)."""
+    """E.g. "Face blur", "Body realistic + HM-LO", "Body realistic (no truncation)": the region,
+    then the tables' qualifiers of the (validated) variant; its own name when it has no settings."""
     if name == ORIGINAL:
         return "Original"
     if not settings:
         return name
-    label = f"{settings['region'].capitalize()} {METHODS[settings['method']]}"
-    if settings.get("hr_faces"):
-        label += " + HR faces"
-    label += " " + POSTPROCESS[settings["postprocess"]] if settings.get("postprocess") in POSTPROCESS else ""
-    details = []
-    truncation = settings.get("truncation")
-    if settings["method"] == "realistic" and truncation and truncation != DEFAULT_TRUNCATION[settings["region"]]:
-        details.append(TRUNCATION[truncation])
-    if settings["method"] == "blur":
-        for key, text in (("blur_sigma", "sigma {}"), ("blur_kernel", "kernel {}"), ("blur_space", "{} space")):
-            if settings.get(key, DEFAULTS[key]) != DEFAULTS[key]:
-                details.append(text.format(settings[key]))
-    if settings["method"] == "maskout" and settings.get("maskout_value", 127) != 127:
-        details.append(f"value {settings['maskout_value']}")
-    if settings.get("min_size", 8) != 8:
-        details.append(f"persons < {settings['min_size']}x{settings['min_size']} kept")
-    if settings.get("seed", 0) != 0:
-        details.append(f"seed {settings['seed']}")
+    plus, details = variant_qualifiers(settings, show_truncation=names_its_truncation(settings))
+    label = " + ".join([f"{settings['region'].capitalize()} {METHOD_NAMES[settings['method']].lower()}", *plus])
     return label + (f" ({', '.join(details)})" if details else "")
 
 
