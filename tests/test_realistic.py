@@ -278,6 +278,17 @@ def test_the_twin_renderer_draws_on_the_gpu_what_it_draws_on_the_cpu(cityscapes,
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", ["standin", "twin_renderer"])
+def test_synthetic_generators_run_a_shard_with_realistic_device_cuda(kind, cityscapes, tmp_path):
+    generators = load_generators({"kind": kind, "roles": ["body"], "standin_seed": 0}, {}, "cuda")
+    settings = variant(region="body", method="realistic", postprocess="hmlo", hmlo_steps=3)
+    audit = anonymize_shard(root=Path(cityscapes["root"]), persons=cityscapes["persons"], faces=None, variant=settings,
+                            method=build_realistic(settings, generators, device="cuda"), shard=0, shards=1,
+                            output_dir=tmp_path / kind, leak_check_images=0)
+    assert audit["method"]["instances"] > 0
+
+
 def test_twin_renderer_trees_pass_the_leak_check_and_name_their_generator(cityscapes, twins, tmp_path):
     from anonymization_impact.realistic.twin_renderer import TWIN_RENDERER_LABEL
 

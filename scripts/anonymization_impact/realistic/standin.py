@@ -60,6 +60,13 @@ class StandinGenerator(nn.Module):
         return self.mapping_net(z)
 
     def synthesize(self, inputs: CropTensors, w: torch.Tensor) -> torch.Tensor:
+        """Runs on the CPU whatever the crop's device (a test network: speed does not matter),
+        and returns the image on the crop's device."""
+        device = inputs.condition.device
+        inputs = CropTensors(*(None if t is None else t.cpu() for t in (inputs.condition, inputs.mask, inputs.person_mask, inputs.keypoints)))
+        return self._synthesize_on_cpu(inputs, w.cpu()).to(device)
+
+    def _synthesize_on_cpu(self, inputs: CropTensors, w: torch.Tensor) -> torch.Tensor:
         height, width = inputs.condition.shape[-2:]
         person = inputs.person_mask if inputs.person_mask is not None else inputs.mask
         joints = torch.zeros((1, 17, height, width))

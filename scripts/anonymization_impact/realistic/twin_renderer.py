@@ -37,8 +37,11 @@ SOFTNESS = 0.6  # pixels: width of the soft edge of every part (keeps w's gradie
 FILL_KERNEL = 15
 
 
-def _grid(height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32) + 0.5, torch.arange(width, dtype=torch.float32) + 0.5, indexing="ij")
+def _grid(height: int, width: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates on ``device``: the crop's, so that every part's mask is drawn
+    where the crop is (keypoints and centres stay small CPU tensors, used as scalars)."""
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32, device=device) + 0.5,
+                            torch.arange(width, dtype=torch.float32, device=device) + 0.5, indexing="ij")
     return xs, ys
 
 
@@ -91,7 +94,7 @@ class TwinPersonRenderer:
         rgb = torch.sigmoid(w[0, : 3 * len(COLOURS)]).reshape(len(COLOURS), 3) * 2 - 1
         found = {name: rgb[i].reshape(1, 3, 1, 1) for i, name in enumerate(COLOURS)}
         found["sleeves"] = torch.sigmoid(w[0, -1])
-        found["dark"] = torch.full((1, 3, 1, 1), -0.8)
+        found["dark"] = torch.full((1, 3, 1, 1), -0.8, dtype=w.dtype, device=w.device)
         return found
 
     def synthesize(self, inputs: CropTensors, w: torch.Tensor) -> torch.Tensor:
@@ -110,7 +113,7 @@ class TwinPersonRenderer:
         if self._cached is not None and self._cached[0] is inputs:
             return self._cached[1]
         height, width = inputs.condition.shape[-2:]
-        xs, ys = _grid(height, width)
+        xs, ys = _grid(height, width, inputs.condition.device)
         person, layers = (self._face if self.region == "face" else self._body)(xs, ys, inputs)
         result = (fill_from_known(inputs.condition, inputs.mask), person, layers)
         self._cached = (inputs, result)
