@@ -316,6 +316,7 @@ def test_write_report_script(tmp_path, published):
     data = json.loads(Path(output.data).read_text())
     assert data["header"]["provenance"] == {"git_commit": "1234abcd", "dirty": True, "config_sha256": "c0ffee", "manifest": str(manifest)}
     assert data["header"]["published_results"]["md5"] == hashlib.md5(published.read_bytes()).hexdigest()
+    assert data["header"]["published_results"]["path"] == config["report"]["published_results"]  # not this machine's path
     text = Path(output.markdown).read_text()
     assert "Git commit: 1234abcd (uncommitted changes)" in text and "Config sha256: c0ffee" in text
     assert Path(output.html).read_text() == html(data)

@@ -424,7 +424,7 @@ def build_report(config: dict, runs, runnable, published, provenance: dict | Non
                 "experiments, against our runs (each model trained on the anonymized training set and evaluated on the "
                 "original validation set)."
             ),
-            "published_results": {"path": str(published), "md5": md5_file(source)},
+            "published_results": {"path": config["report"]["published_results"], "md5": md5_file(source)},  # as configured: no machine path
             "provenance": dict(provenance or {}),
             "seeds": list(config["seeds"]),
             "runs": len(runs),
