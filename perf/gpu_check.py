@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import copy
 import faulthandler
-import hashlib
 import io
 import json
 import logging
@@ -136,7 +135,9 @@ def run_section(name: str, function, results: dict, failures: list) -> None:
 
 
 def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    from anonymization_impact.io import file_digest
+
+    return file_digest(path, "sha256")
 
 
 # --- pycocotools.mask stand-in (pure Python, same RLE strings) ----------------------------------
@@ -319,6 +320,8 @@ def check_rle_module(documents: list[dict], rounds: int = 200) -> dict:
 def job_settings(config: dict) -> dict:
     """What rules/common.smk's get_training_job_settings / get_pretraining_job_settings give the
     twins' mask_rcnn_r50_fpn seed 0 and its backbone's pretraining (Cityscapes twin)."""
+    from anonymization_impact.training import pretraining_job_settings
+
     model = config["models"][MODEL]
     schedule = config["training"]["synthetic"]  # a twin trains with the synthetic schedule
     backbone = schedule["backbones"].get(model["backbone"], model["backbone"])
@@ -334,18 +337,7 @@ def job_settings(config: dict) -> dict:
         "amp": training["amp"],
         "init_weights": {"name": f"{backbone} pre-trained on the twins' pretraining images", "path": None, "sha256": None, "url": None},
     }
-    pretraining = config["synthetic"]["pretraining"]
-    pretrain = {
-        "architecture": "mask_rcnn",
-        "backbone": backbone,
-        "schedule": {**schedule, "init": "scratch", "trainable_backbone_layers": 5, "iterations": pretraining["iterations"], "base_lr": pretraining["base_lr"]},
-        "seed": pretraining["seed"],
-        "checkpoint_every": training["checkpoint_every"],
-        "device": training["device"],
-        "amp": training["amp"],
-        "init_weights": None,
-    }
-    return {"train": train, "pretrain": pretrain}
+    return {"train": train, "pretrain": pretraining_job_settings(config, backbone)}
 
 
 def pretrain_backbone_here(inputs: Path, settings: dict, *, threads: int, iterations: int | None) -> dict:

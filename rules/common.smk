@@ -16,7 +16,11 @@ from anonymization_impact.config import (
 )
 from anonymization_impact.datasets import reader
 from anonymization_impact.errors import WorkflowInputError
-from anonymization_impact.training import BACKEND_ENVS, init_weights_name
+from anonymization_impact.training import (
+    BACKEND_ENVS,
+    init_weights_name,
+    pretraining_job_settings,
+)
 from anonymization_impact.realistic import DP2_COMMIT, DP2_REPOSITORY
 from anonymization_impact.weights import fetch_instructions
 
@@ -417,25 +421,7 @@ def get_training_job_settings(wildcards):
 
 
 def get_pretraining_job_settings(wildcards):
-    """The twins' schedule from scratch on the pretraining images, all stages trained."""
-    pretraining = config["synthetic"]["pretraining"]
-    schedule = {
-        **config["training"]["synthetic"],
-        "init": "scratch",
-        "trainable_backbone_layers": 5,
-        "iterations": pretraining["iterations"],
-        "base_lr": pretraining["base_lr"],
-    }
-    return {
-        "architecture": "mask_rcnn",
-        "backbone": wildcards.backbone,
-        "schedule": schedule,
-        "seed": pretraining["seed"],
-        "checkpoint_every": config["training"]["checkpoint_every"],
-        "device": config["training"]["device"],
-        "amp": config["training"]["amp"],
-        "init_weights": None,
-    }
+    return pretraining_job_settings(config, wildcards.backbone)
 
 
 def runnable_on(variant, dataset):

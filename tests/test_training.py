@@ -233,3 +233,15 @@ def test_predictions_are_coco_results_on_every_validation_image(twins, annotatio
     for prediction in predictions:
         assert prediction["image_id"] in image_ids and prediction["category_id"] == 1
         assert len(prediction["keypoints"]) == 51 and 0 <= prediction["score"] <= 1
+
+
+def test_pretraining_job_is_the_twins_schedule_from_scratch_with_every_stage_trained():
+    from anonymization_impact.training import pretraining_job_settings
+
+    config = validate_config({"synthetic": {"pretraining": {"seed": 7, "images": 10, "iterations": 40, "base_lr": 0.05}}})
+    job = pretraining_job_settings(config, "resnet10")
+    schedule = job["schedule"]
+    assert (schedule["init"], schedule["trainable_backbone_layers"], schedule["iterations"], schedule["base_lr"]) == ("scratch", 5, 40, 0.05)
+    kept = {k: v for k, v in config["training"]["synthetic"].items() if k not in ("init", "trainable_backbone_layers", "iterations", "base_lr")}
+    assert kept.items() <= schedule.items()
+    assert (job["architecture"], job["backbone"], job["seed"], job["init_weights"]) == ("mask_rcnn", "resnet10", 7, None)

@@ -151,6 +151,29 @@ def kept_categories(categories: list[dict], task: str, exclude_classes=()) -> li
     return kept
 
 
+def pretraining_job_settings(config: dict, backbone: str) -> dict:
+    """The twins' backbone pretraining (their stand-in for ImageNet): the twins' schedule from
+    scratch on the pretraining images, all stages trained."""
+    pretraining = config["synthetic"]["pretraining"]
+    schedule = {
+        **config["training"]["synthetic"],
+        "init": "scratch",
+        "trainable_backbone_layers": 5,
+        "iterations": pretraining["iterations"],
+        "base_lr": pretraining["base_lr"],
+    }
+    return {
+        "architecture": "mask_rcnn",
+        "backbone": backbone,
+        "schedule": schedule,
+        "seed": pretraining["seed"],
+        "checkpoint_every": config["training"]["checkpoint_every"],
+        "device": config["training"]["device"],
+        "amp": config["training"]["amp"],
+        "init_weights": None,
+    }
+
+
 def init_weights_name(backend_name: str, init: str, backbone: str) -> str:
     """Name of the `weights` entry a run starts from (init imagenet or coco).
 
