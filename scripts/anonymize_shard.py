@@ -10,6 +10,7 @@ from anonymization_impact.keypoints import apply_keypoints
 from anonymization_impact.logs import logged
 from anonymization_impact.methods import build_method
 from anonymization_impact.trees import anonymize_shard, persons_in_shard
+from anonymization_impact.variants import Variant
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     wildcards, params, inputs = snakemake.wildcards, snakemake.params, snakemake.input  # noqa: F821
@@ -19,8 +20,9 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     faces = read_json(inputs.faces) if "faces" in inputs.keys() else None
     if "keypoints" in inputs.keys():  # Cityscapes / BDD100K bodies: detected or published keypoints
         apply_keypoints(persons, read_json(inputs.keypoints))
-    if params.generators is None:
-        method = build_method(params.variant)
+    variant = Variant(wildcards.variant, dict(params.variant))
+    if not variant.is_realistic:
+        method = build_method(variant.settings)
     else:
         from anonymization_impact.realistic.loading import prepare_generators
         from anonymization_impact.realistic.method import build_realistic
@@ -29,12 +31,12 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         in_shard = persons_in_shard(persons, int(wildcards.shard), params.shards)
         dp2_root = inputs.deepprivacy2 if "deepprivacy2" in inputs.keys() else None
         generators, device = prepare_generators(params.generators, weights, dp2_root, in_shard, log)
-        method = build_realistic(params.variant, generators, device)
+        method = build_realistic(variant.settings, generators, device)
     audit = anonymize_shard(
         root=Path(params.root),
         persons=persons,
         faces=faces,
-        variant=params.variant,
+        variant=variant.settings,
         method=method,
         shard=int(wildcards.shard),
         shards=params.shards,

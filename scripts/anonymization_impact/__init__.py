@@ -9,3 +9,5 @@ DATASETS = ("coco", "cityscapes", "bdd100k")
 SPLITS = ("train", "val")
 # the evaluation task of each detector architecture
 TASKS = {"mask_rcnn": "instance_segmentation", "keypoint_rcnn": "keypoints"}
+# datasets whose annotations carry person keypoints; the others get them from a pose estimator
+KEYPOINT_ANNOTATED_DATASETS = ("coco",)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from .variants import Variant
+
 STATEMENTS = {
     "maskout": "Regions are replaced by a constant; the output does not depend on the original pixels inside them (leak-checked).",
     "blur": "Regions are obfuscated by a Gaussian blur, not removed: the blurred pixels are a function of the original ones, and blurred faces can be re-identified.",
@@ -14,10 +16,10 @@ STATEMENTS = {
 }
 
 
-def _statement(variant: dict) -> str:
-    if variant["method"] == "realistic" and variant.get("postprocess", "none") != "none":
+def _statement(variant: Variant) -> str:
+    if variant.uses_original_colours:
         return STATEMENTS["realistic-histogram"]
-    return STATEMENTS[variant["method"]]
+    return STATEMENTS[variant.settings["method"]]
 
 
 def _generator_summary(shard_audits: list[dict]) -> dict | None:
@@ -48,7 +50,7 @@ def tree_audit(dataset: str, variant_name: str, variant: dict, shard_audits: lis
         "variant_config": variant,
         "region": variant["region"],
         "method": variant["method"],
-        "statement": _statement(variant),
+        "statement": _statement(Variant(variant_name, variant)),
         "images": {
             "total": len(images),
             "anonymized": sum(1 for record in images if record["anonymized"]),

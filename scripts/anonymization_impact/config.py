@@ -13,15 +13,10 @@ import yaml
 
 from . import DATASETS
 from .errors import ConfigError, DatasetError
+from .schema import SCHEMA_PATH, load_schema  # noqa: F401 (SCHEMA_PATH: part of this module's interface)
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 TWINS_DIR = Path("resources") / "twins"
 README_DATA_SECTION = "README.md, section 'Getting the real datasets'"
-
-
-def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    with open(path) as handle:
-        return yaml.safe_load(handle)
 
 
 def _filling_defaults(validator_class):
@@ -155,23 +150,3 @@ def check_dataset_roots(config: dict) -> None:
                 f"Download the data as described in {README_DATA_SECTION}, or set "
                 f"datasets.{dataset}.synthetic: true to use the synthetic twin."
             )
-
-
-
-def synthetic_generator_label(config: dict, dataset: str, variant: str) -> str | None:
-    """The label of what made a realistic variant's pixels on a synthetic twin (its synthetic
-    generator), or None: not realistic, a real dataset (DeepPrivacy2), or no generator."""
-    from .realistic import SYNTHETIC_GENERATORS
-
-    if variant == "original" or config["variants"][variant]["method"] != "realistic":
-        return None
-    kind = config["realistic"]["synthetic_generator"]
-    if not config["datasets"][dataset]["synthetic"] or kind is None:
-        return None
-    return SYNTHETIC_GENERATORS[kind]
-
-
-def generator_suffix(config: dict, dataset: str, variant: str) -> str:
-    """" (twin person renderer)" for a row made by a synthetic generator, else ""."""
-    label = synthetic_generator_label(config, dataset, variant)
-    return f" ({label.split(' (')[0]})" if label else ""

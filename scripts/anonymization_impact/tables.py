@@ -11,17 +11,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .config import experiment_target, generator_suffix, synthetic_generator_label
-from .realistic import DEFAULT_TRUNCATION, effective_truncation
+from .config import experiment_target
 from .errors import WorkflowInputError
 from .results import MISSING, NEEDS_WEIGHTS, RAN, experiment_columns, rows
-
-# the paper's defaults of the variant options that change a row's label (schemas/config.schema.yaml)
-DEFAULT_MIN_SIZE = 8
-METHOD_NAMES = {"blur": "Blur", "maskout": "Mask-out", "realistic": "Realistic"}
-POSTPROCESS_NAMES = {"hm": "HM", "hmlo": "HM-LO"}
-TRUNCATION_NAMES = {"none": "no truncation", "unimodal": "unimodal truncation", "multimodal": "multi-modal truncation"}
-GROUP_NAMES = {"original": "", "face": "Face", "body": "Body"}
+from .variants import GROUP_NAMES, Variant, row_names, table_labels  # noqa: F401 (row_names: the report's row names)
 # column headers: plain text (report, JSON) and LaTeX
 METRIC_NAMES = {
     "AP": ("AP", "AP"),
@@ -33,7 +26,7 @@ METRIC_NAMES = {
 }
 NEEDS_WEIGHTS_NOTE = (
     "Realistic anonymization needs DeepPrivacy2's generators, which run on the real datasets only "
-    "(the workflow fetches their weights with the rule weights_download, e.g. snakemake --cores 1 "
+    "(the workflow fetches their weights with the rule download_weights, e.g. snakemake --cores 1 "
     "resources/weights/deepprivacy2/triagan_L_im288.ckpt)."
 )
 SYNTHETIC_NOTE = "Synthetic twins: numbers are not comparable with the paper."
@@ -71,79 +64,7 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIAL.get(char, char if ord(char) < 256 else "?") for char in str(text))
 
 
-# --------------------------------------------------------------------------- row labels
-
-
-def variant_group(config: dict, name: str) -> str:
-    """'original', 'face' or 'body'."""
-    return "original" if name == "original" else config["variants"][name]["region"]
-
-
-def variant_qualifiers(variant: dict, show_truncation: bool) -> tuple[list[str], list[str]]:
-    """(' + X' parts, ', Y' parts) that tell this (validated) variant from the paper's plain
-    method; the figures' labels use them too."""
-    plus, comma = [], []
-    if variant["method"] == "realistic":
-        if variant["postprocess"] != "none":
-            plus.append(POSTPROCESS_NAMES[variant["postprocess"]])
-        if variant["hr_faces"]:
-            plus.append("HR faces")
-        if show_truncation:
-            comma.append(TRUNCATION_NAMES[effective_truncation(variant)])
-    if variant["method"] == "blur":
-        if variant["blur_sigma"] != 7:
-            comma.append(f"σ = {variant['blur_sigma']:g}")
-        if variant["blur_kernel"] != 21:
-            comma.append(f"kernel {variant['blur_kernel']}")
-        if variant["blur_space"] != "crop":
-            comma.append(f"blurred in {variant['blur_space']} space")
-    if variant["method"] == "maskout" and variant["maskout_value"] != 127:
-        comma.append(f"value {variant['maskout_value']}")
-    if variant["min_size"] != DEFAULT_MIN_SIZE:
-        comma.append(f"min size {variant['min_size']}²")
-    if variant["seed"] != 0:
-        comma.append(f"seed {variant['seed']}")
-    return plus, comma
-
-
-def names_its_truncation(variant: dict) -> bool:
-    """A realistic variant whose truncation is not the paper's default for its region."""
-    return variant["method"] == "realistic" and effective_truncation(variant) != DEFAULT_TRUNCATION[variant["region"]]
-
-
-def variant_labels(config: dict, variants: list[str]) -> dict[str, str]:
-    """Human row names (Original, Blur, Realistic + HM, Realistic, no truncation, ...) from
-    the variants' options, not their names; the truncation is named when it is not the
-    paper's default or differs between the realistic rows of one region in this table."""
-    specs = {name: config["variants"][name] for name in variants if name != "original"}
-    truncations = Counter()
-    for spec in specs.values():
-        if spec["method"] == "realistic":
-            truncations[spec["region"], effective_truncation(spec)] += 1
-    varied = {region for region in ("face", "body") if len({t for (r, t) in truncations if r == region}) > 1}
-    labels = {}
-    for name in variants:
-        if name == "original":
-            labels[name] = "Original"
-            continue
-        spec = specs[name]
-        plus, comma = variant_qualifiers(spec, show_truncation=spec["region"] in varied or names_its_truncation(spec))
-        labels[name] = ", ".join([" + ".join([METHOD_NAMES[spec["method"]], *plus]), *comma])
-    counts = Counter((variant_group(config, name), label) for name, label in labels.items())
-    for name in variants:  # two variants that differ only in options we do not name
-        if counts[variant_group(config, name), labels[name]] > 1:
-            labels[name] = f"{labels[name]} ({name})"
-    return labels
-
-
-def row_names(config: dict, variants: list[str], dataset: str | None = None) -> dict[str, str]:
-    """Labels with their group, for texts without the table's group column: 'Face: Blur';
-    with the dataset, rows made by a synthetic generator say so: 'Body: Realistic (twin person renderer)'."""
-    labels = variant_labels(config, variants)
-    names = {name: labels[name] if name == "original" else f"{GROUP_NAMES[variant_group(config, name)]}: {labels[name]}" for name in variants}
-    if dataset is not None:
-        names = {name: label + generator_suffix(config, dataset, name) for name, label in names.items()}
-    return names
+# --------------------------------------------------------------------------- column names
 
 
 def metric_name(metric: str, latex_form: bool = False) -> str:
@@ -193,7 +114,7 @@ def _metric_cell(row, metric: str) -> dict:
 def build_table(config: dict, name: str, experiment: dict, runs, runnable) -> dict:
     columns = experiment_columns(config, experiment)
     table_rows = experiment_rows(config, experiment, runs, runnable)
-    labels = variant_labels(config, experiment["variants"])
+    labels = table_labels(config, experiment["variants"])
     return {
         "name": name,
         "target": experiment_target(name, experiment),
@@ -207,9 +128,9 @@ def build_table(config: dict, name: str, experiment: dict, runs, runnable) -> di
             {
                 "variant": row.variant,
                 "label": labels[row.variant],
-                "group": variant_group(config, row.variant),
+                "group": Variant.of(config, row.variant).group,
                 "status": row.status,
-                "generator": synthetic_generator_label(config, experiment["dataset"], row.variant),
+                "generator": Variant.of(config, row.variant).synthetic_generator(config, experiment["dataset"]),
                 "n": len(row.runs),
                 "n_expected": len(config["seeds"]),
                 "seeds_found": [run.seed for run in row.runs],

@@ -32,11 +32,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..config import fig8_variant, generator_suffix  # noqa: E402
+from ..config import fig8_variant  # noqa: E402
 from ..io import read_json  # noqa: E402
 from ..results import MISSING, NEEDS_WEIGHTS, RAN, Run, Summary, relative_drop_percent, rows  # noqa: E402
 from .fig7 import LABELS  # noqa: E402
-from .style import backbone_label, save_figure, variant_label  # noqa: E402
+from ..variants import Variant  # noqa: E402
+from .style import backbone_label, save_figure  # noqa: E402
 
 UNDEFINED, DISABLED = "undefined", "disabled"
 STATUS_TEXT = {NEEDS_WEIGHTS: "needs weights", MISSING: "runs missing", UNDEFINED: "metric undefined", DISABLED: "dataset disabled"}
@@ -107,7 +108,8 @@ def fig8_data(config: dict, runs: list[Run], runnable: dict[str, bool]) -> dict:
         variant = fig8_variant(config, panel)
         stand_in = variant != panel["variant"]
         synthetic = config["datasets"][panel["dataset"]]["synthetic"]
-        label = variant_label(variant, config["variants"].get(variant)) + generator_suffix(config, panel["dataset"], variant)
+        plotted = Variant(variant, config["variants"].get(variant) or {})
+        label = plotted.figure_label() + plotted.generator_suffix(config, panel["dataset"])
         if stand_in:
             label = f"{variant}, stand-in for {panel['variant']} on the synthetic twin"
         panels[name] = {

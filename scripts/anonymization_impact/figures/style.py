@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from ..tables import METHOD_NAMES, names_its_truncation, variant_qualifiers
-
-ORIGINAL = "original"
+from ..variants import ORIGINAL, Variant  # noqa: F401 (ORIGINAL: the figures' name of the unmodified data)
 
 
 def variant_label(name: str, settings: dict | None) -> str:
-    """E.g. "Face blur", "Body realistic + HM-LO", "Body realistic (no truncation)": the region,
-    then the tables' qualifiers of the (validated) variant; its own name when it has no settings."""
-    if name == ORIGINAL:
-        return "Original"
-    if not settings:
-        return name
-    plus, details = variant_qualifiers(settings, show_truncation=names_its_truncation(settings))
-    label = " + ".join([f"{settings['region'].capitalize()} {METHOD_NAMES[settings['method']].lower()}", *plus])
-    return label + (f" ({', '.join(details)})" if details else "")
+    """The variant's figure label (``Variant.figure_label``): "Face blur", "Body realistic + HM-LO", …"""
+    return Variant(name, settings or {}).figure_label()
 
 
 def backbone_label(backbone: str | None) -> str:
