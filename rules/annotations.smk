@@ -1,7 +1,7 @@
 # Data stage: raw dataset split -> normalized COCO-format annotation JSONs.
 
 
-rule annotations_normalize:
+rule normalize_annotations:
     input:
         get_raw_dataset_inputs,
     output:
@@ -16,8 +16,6 @@ rule annotations_normalize:
         "../envs/data.yaml"
     params:
         root=get_dataset_root,
-        verify_images=lambda wildcards: config["datasets"][wildcards.dataset][
-            "verify_images"
-        ],
+        verify_images=dataset_setting("verify_images"),
     script:
         "../scripts/normalize_annotations.py"

@@ -12,16 +12,16 @@ rule anonymize_shard:
     benchmark:
         "benchmarks/anonymized/{dataset}/{variant}/shard-{shard}.tsv"
     wildcard_constraints:
-        variant="|".join(TRADITIONAL_VARIANTS) or "(?!)",
+        variant=alternatives(variant_names(config, realistic=False)),
     conda:
         "../envs/anonymize.yaml"
     params:
         root=get_dataset_root,
-        variant=lambda wildcards: config["variants"][wildcards.variant],
+        variant=get_variant_settings,
         shards=config["anonymization"]["shards"],
         leak_check_images=config["anonymization"]["leak_check_images"],
         hide_pending=config["anonymization"]["pending_regions"] == "hidden",
-        generators=None,
+        generators=get_generator_settings,
     script:
         "../scripts/anonymize_shard.py"
 
@@ -32,23 +32,17 @@ use rule anonymize_shard as anonymize_shard_realistic with:
     input:
         unpack(get_realistic_shard_inputs),
     wildcard_constraints:
-        variant="|".join(REALISTIC_VARIANTS) or "(?!)",
+        variant=alternatives(variant_names(config, realistic=True)),
     conda:
         "../envs/deepprivacy2.yaml"
-    params:
-        root=get_dataset_root,
-        variant=lambda wildcards: config["variants"][wildcards.variant],
-        shards=config["anonymization"]["shards"],
-        leak_check_images=config["anonymization"]["leak_check_images"],
-        hide_pending=config["anonymization"]["pending_regions"] == "hidden",
-        generators=get_generator_settings,
 
 
-rule deepprivacy2_source:
+rule download_deepprivacy2:
     output:
         directory(f"resources/deepprivacy2/{DP2_COMMIT}"),
     log:
         "logs/weights/deepprivacy2-source.log",
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:
@@ -57,9 +51,9 @@ rule deepprivacy2_source:
         "../scripts/download_deepprivacy2.py"
 
 
-rule anonymize_tree:
+rule assemble_tree:
     input:
-        unpack(get_anonymize_tree_inputs),
+        unpack(get_assemble_tree_inputs),
     output:
         root=directory("results/anonymized/{dataset}/{variant}/root"),
         audit="results/anonymized/{dataset}/{variant}/audit.json",
@@ -71,16 +65,12 @@ rule anonymize_tree:
         ),
     log:
         "logs/anonymized/{dataset}/{variant}/tree.log",
+    localrule: True
     conda:
         "../envs/anonymize.yaml"
     params:
         root=get_dataset_root,
-        variant=lambda wildcards: config["variants"][wildcards.variant],
+        variant=get_variant_settings,
         untouched=config["anonymization"]["untouched_images"],
     script:
         "../scripts/assemble_tree.py"
-
-
-rule anonymized_trees:
-    input:
-        get_anonymized_tree_targets(),

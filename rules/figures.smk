@@ -1,7 +1,8 @@
-# Figures: Fig. 7 (person box sizes).
+# Figures: Fig. 7 (person box sizes), Fig. 8 (drop against backbone depth), and one training
+# image under every variant of each dataset (like the paper's Fig. 2).
 
 
-rule fig7:
+rule plot_fig7:
     input:
         persons=get_fig7_persons(),
     output:
@@ -14,6 +15,7 @@ rule fig7:
         data="results/figures/fig7.json",
     log:
         "logs/figures/fig7.log",
+    localrule: True
     conda:
         "../envs/figures.yaml"
     params:
@@ -26,9 +28,9 @@ rule fig7:
         "../scripts/plot_fig7.py"
 
 
-rule fig8:
+rule plot_fig8:
     input:
-        metrics=get_fig8_metrics(),
+        metrics=metric_files(plan.fig8_runs(config)),
     output:
         pdf="results/figures/fig8.pdf",
         png=report(
@@ -39,16 +41,16 @@ rule fig8:
         data="results/figures/fig8.json",
     log:
         "logs/figures/fig8.log",
+    localrule: True
     conda:
         "../envs/figures.yaml"
     params:
-        config=config,
-        runnable=get_runnable_variants(),
+        config=plan.fig8_config(config),
     script:
         "../scripts/plot_fig8.py"
 
 
-rule figures_qualitative:
+rule plot_qualitative:
     input:
         unpack(get_qualitative_inputs),
     output:
@@ -61,22 +63,13 @@ rule figures_qualitative:
         data="results/figures/qualitative_{dataset}.json",
     log:
         "logs/figures/qualitative_{dataset}.log",
+    localrule: True
     conda:
         "../envs/figures.yaml"
     params:
         raw_root=get_dataset_root,
-        variants=lambda wildcards: get_dataset_variants(wildcards.dataset),
-        variant_settings=config["variants"],
-        image=lambda wildcards: config["qualitative"]["images"][wildcards.dataset],
-        blur_faces=lambda wildcards: config["qualitative"]["blur_original_faces"][
-            wildcards.dataset
-        ],
+        variants=get_qualitative_variants,
+        image=qualitative_setting("images"),
+        blur_faces=qualitative_setting("blur_original_faces"),
     script:
         "../scripts/plot_qualitative.py"
-
-
-rule figures:
-    input:
-        rules.fig7.output,
-        rules.fig8.output,
-        get_qualitative_targets(),

@@ -1,7 +1,8 @@
 # Provenance: one manifest with checksums of the code, config, envs, raw files and results.
+# It is the one place that records the whole config and its hash.
 
 
-rule provenance_manifest:
+rule write_manifest:
     input:
         annotations=get_annotation_targets(),
         raw=get_all_raw_inputs(),
@@ -20,7 +21,9 @@ rule provenance_manifest:
         "../envs/data.yaml"
     params:
         config=config,
-        roots=get_dataset_roots(),
+        roots={
+            dataset: str(dataset_root(config, dataset)) for dataset in ENABLED_DATASETS
+        },
         annotations=get_annotation_files_by_dataset(),
         raw_inputs=get_raw_inputs_by_dataset(),
         env_files=sorted(

@@ -2,7 +2,7 @@
 # for Cityscapes / BDD100K bodies, keypoints (ViTPose-H or the authors' files).
 
 
-rule faces_match:
+rule match_faces:
     input:
         detections=get_face_detections,
         persons="results/annotations/{dataset}/train/persons.json",
@@ -23,7 +23,7 @@ rule faces_match:
         "../scripts/match_faces.py"
 
 
-rule faces_detect:
+rule detect_faces:
     input:
         persons="results/annotations/{dataset}/train/persons.json",
         raw=get_raw_dataset_inputs,
@@ -38,16 +38,16 @@ rule faces_detect:
         "../envs/detectors.yaml"
     params:
         root=get_dataset_root,
-        # the lowest threshold: faces_match applies each dataset's own
+        # the lowest threshold: match_faces applies each dataset's own
         confidence=min(config["face_detection"]["confidence"].values()),
         nms_iou=config["face_detection"]["nms_iou"],
         device=config["face_detection"]["device"],
-        weights_entry=detector_weights_entry("face_detection"),
+        weights_entry=lambda wildcards: detector_weights("face_detection"),
     script:
         "../scripts/detect_faces.py"
 
 
-rule keypoints_detect:
+rule detect_keypoints:
     input:
         persons="results/annotations/{dataset}/train/persons.json",
         raw=get_raw_dataset_inputs,
@@ -59,19 +59,20 @@ rule keypoints_detect:
     benchmark:
         "benchmarks/regions/{dataset}/keypoints-vitpose.tsv"
     wildcard_constraints:
-        dataset="cityscapes|bdd100k",
+        dataset=alternatives(set(DATASETS) - set(KEYPOINT_ANNOTATED_DATASETS)),
     conda:
         "../envs/detectors.yaml"
     params:
         root=get_dataset_root,
         score_threshold=config["regions"]["keypoint_score_threshold"],
         device=config["keypoint_detection"]["device"],
-        weights_entry=detector_weights_entry("keypoint_detection"),
+        weights_entry=lambda wildcards: detector_weights("keypoint_detection"),
     script:
         "../scripts/detect_keypoints.py"
 
 
-rule authors_face_detections:
+# The authors' published files (regions.source: authors): one script imports each kind.
+rule import_authors_face_detections:
     input:
         unpack(authors_inputs("faces")),
     output:
@@ -91,7 +92,7 @@ rule authors_face_detections:
         "../scripts/import_authors_regions.py"
 
 
-use rule authors_face_detections as authors_face_regions with:
+use rule import_authors_face_detections as import_authors_face_regions with:
     output:
         "results/regions/{dataset}/faces-authors.json",
     log:
@@ -100,7 +101,7 @@ use rule authors_face_detections as authors_face_regions with:
         dataset="coco",
 
 
-use rule authors_face_detections as authors_keypoints with:
+use rule import_authors_face_detections as import_authors_keypoints with:
     input:
         unpack(authors_inputs("keypoints")),
     output:

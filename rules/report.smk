@@ -1,12 +1,13 @@
 # The reproduction report: every number the paper publishes next to ours, with the
-# difference in the paper's standard errors and a Welch t-test per delta.
+# difference in the paper's standard errors and a Welch t-test per delta; and the results
+# archive a reviewer rebuilds a table from.
 
 
-rule report_reproduction:
+rule write_report:
     input:
-        metrics=get_experiment_metrics(),
+        metrics=metric_files(plan.all_experiment_runs(config)),
         published=get_published_results(),
-        manifest=rules.provenance_manifest.output[0],
+        manifest=rules.write_manifest.output[0],
     output:
         markdown=report(
             "results/report/reproduction.md",
@@ -17,30 +18,26 @@ rule report_reproduction:
         data="results/report/reproduction.json",
     log:
         "logs/report/reproduction.log",
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:
-        config=config,
-        runnable=get_runnable_variants(),
+        config=plan.report_config(config),
     script:
         "../scripts/write_report.py"
 
 
-rule report:
+rule write_archive:
     input:
-        rules.report_reproduction.output,
-
-
-rule archive_results:
-    input:
-        manifest=rules.provenance_manifest.output[0],
-        tables=rules.tables.input,
-        figures=rules.figures.input,
-        report=rules.report.input,
+        manifest=rules.write_manifest.output[0],
+        tables=get_table_targets(),
+        figures=get_figure_targets(),
+        report=rules.write_report.output,
     output:
         "results/archive/anonymization-impact.tar.gz",
     log:
         "logs/archive/results.log",
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:

@@ -2,7 +2,7 @@
 # over the seeds, delta against "original"; rows that cannot run here say why.
 
 
-rule tables_latex:
+rule make_table:
     input:
         metrics=get_table_metrics,
     output:
@@ -14,41 +14,11 @@ rule tables_latex:
         data="results/tables/{target}.json",
     log:
         "logs/tables/{target}.log",
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:
-        config=config,
+        config=get_table_config,
         target="{target}",
-        runnable=get_runnable_variants(),
     script:
         "../scripts/make_table.py"
-
-
-rule table1:
-    input:
-        get_table("table1"),
-
-
-rule table2:
-    input:
-        get_table("table2"),
-
-
-rule table3:
-    input:
-        get_table("table3"),
-
-
-rule table4:
-    input:
-        get_table("table4"),
-
-
-rule appendix:
-    input:
-        get_table("appendix"),
-
-
-rule tables:
-    input:
-        get_table_targets(),

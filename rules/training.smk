@@ -2,11 +2,12 @@
 # split, and framework-independent evaluation into metric JSONs.
 
 
-rule weights_download:
+rule download_weights:
     output:
         "resources/weights/{filename}",
     log:
         "logs/weights/{filename}.log",
+    localrule: True
     conda:
         "../envs/training.yaml"
     params:
@@ -17,7 +18,7 @@ rule weights_download:
 
 rule train_model:
     input:
-        unpack(get_training_inputs),
+        unpack(get_train_model_inputs),
     output:
         weights="results/models/{dataset}/{variant}/{model}/seed{seed}/model_final.pth",
         summary="results/models/{dataset}/{variant}/{model}/seed{seed}/training.json",
@@ -80,13 +81,7 @@ rule evaluate:
         "../envs/data.yaml"
     params:
         root=get_dataset_root,
-        task=lambda wildcards: TASKS[config["models"][wildcards.model]["architecture"]],
-        synthetic=lambda wildcards: config["datasets"][wildcards.dataset]["synthetic"],
-        config=config,
+        task=get_task,
+        synthetic=dataset_setting("synthetic"),
     script:
         "../scripts/evaluate.py"
-
-
-rule metrics:
-    input:
-        get_metric_targets(),

@@ -1,7 +1,8 @@
-# Synthetic twins of the three datasets, written in their real on-disk formats.
+# Synthetic twins of the three datasets, written in their real on-disk formats, and what
+# stands in for the real world's pre-trained weights and pose estimator on them.
 
 
-rule twins_generate:
+rule generate_twin:
     output:
         root=directory("resources/twins/{dataset}"),
         truth="resources/twins/{dataset}.truth.json",
@@ -18,7 +19,7 @@ rule twins_generate:
         "../scripts/generate_twin.py"
 
 
-rule twins_pretraining_set:
+rule generate_pretraining_set:
     output:
         root=directory("resources/twins/pretraining/coco"),
         annotation="resources/twins/pretraining/instances.json",
@@ -34,10 +35,10 @@ rule twins_pretraining_set:
         "../scripts/generate_pretraining_set.py"
 
 
-rule twins_pretrain_backbone:
+rule pretrain_backbone:
     input:
-        annotation=rules.twins_pretraining_set.output.annotation,
-        root=rules.twins_pretraining_set.output.root,
+        annotation=rules.generate_pretraining_set.output.annotation,
+        root=rules.generate_pretraining_set.output.root,
     output:
         "resources/twins/pretraining/{backbone}.pth",
     log:
@@ -54,14 +55,15 @@ rule twins_pretrain_backbone:
         "../scripts/pretrain_backbone.py"
 
 
-rule keypoints_twin:
+rule simulate_keypoints:
     input:
-        truth=rules.twins_generate.output.truth,
+        truth=rules.generate_twin.output.truth,
         persons="results/annotations/{dataset}/train/persons.json",
     output:
         "results/regions/{dataset}/keypoints-twin.json",
     log:
         "logs/regions/{dataset}/keypoints-twin.log",
+    localrule: True
     conda:
         "../envs/data.yaml"
     params:

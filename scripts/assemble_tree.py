@@ -1,4 +1,4 @@
-"""Rule anonymize_tree: merge the shards into a drop-in dataset root and write the audit."""
+"""Rule assemble_tree: merge the shards into a drop-in dataset root and write the audit."""
 
 from pathlib import Path
 

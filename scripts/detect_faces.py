@@ -1,4 +1,4 @@
-"""Rule faces_detect: DSFD face boxes on the training images that have a person to anonymize.
+"""Rule detect_faces: DSFD face boxes on the training images that have a person to anonymize.
 
 Writes the raw ``face-detections/v1`` document (docs/anonymization.md, "Face detections"):
 every box with score >= params.confidence (use the lowest per-dataset threshold, 0.2, so the

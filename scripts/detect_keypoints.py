@@ -1,4 +1,4 @@
-"""Rule keypoints_detect: ViTPose-H keypoints of every person to anonymize (Cityscapes, BDD100K).
+"""Rule detect_keypoints: ViTPose-H keypoints of every person to anonymize (Cityscapes, BDD100K).
 
 Writes the ``person-keypoints/v1`` document (docs/detectors.md): top-down ViTPose-H (mmpose 0.x,
 the ViTPose fork) on the tight box of each person's mask, a keypoint visible when its score is

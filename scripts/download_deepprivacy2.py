@@ -1,4 +1,4 @@
-"""Rule deepprivacy2_source: the deep_privacy2 checkout its generators' configs are read from."""
+"""Rule download_deepprivacy2: the deep_privacy2 checkout its generators' configs are read from."""
 
 from pathlib import Path
 

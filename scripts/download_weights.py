@@ -1,4 +1,4 @@
-"""Rule weights_download: fetch a weight file named in the config and check its checksum."""
+"""Rule download_weights: fetch a weight file named in the config and check its checksum."""
 
 from pathlib import Path
 

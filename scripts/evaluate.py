@@ -30,7 +30,6 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         per_class_ap=result["per_class_AP"],
         evaluator=result["evaluator"],
         provenance=provenance(
-            config=params.config,
             seed=int(wildcards.seed),
             annotation_files=[Path(inputs.train_annotation), Path(inputs.annotation)],
             extra_files={"weights": Path(inputs.weights), "predictions": Path(inputs.predictions)},

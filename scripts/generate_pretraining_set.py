@@ -1,4 +1,4 @@
-"""Rule twins_pretraining_set: COCO-style synthetic images for the twins' backbone pretraining."""
+"""Rule generate_pretraining_set: COCO-style synthetic images for the twins' backbone pretraining."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Rule twins_generate: write the synthetic twin of one dataset in its real on-disk format."""
+"""Rule generate_twin: write the synthetic twin of one dataset in its real on-disk format."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Rules authors_face_detections, authors_face_regions, authors_keypoints: the paper authors'
+"""Rules import_authors_face_detections, import_authors_face_regions, import_authors_keypoints: the paper authors'
 published face boxes / keypoints as this workflow's documents, checked against persons.json."""
 
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Rule faces_match: raw face detections + person masks -> face regions (DESIGN section 2)."""
+"""Rule match_faces: raw face detections + person masks -> face regions (docs/anonymization.md, "Regions")."""
 
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged

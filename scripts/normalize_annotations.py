@@ -1,4 +1,4 @@
-"""Rule annotations_normalize: raw dataset split -> instances / persons / excluded JSONs."""
+"""Rule normalize_annotations: raw dataset split -> instances / persons / excluded JSONs."""
 
 import sys
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Rule fig7_plot: cumulative histogram of normalized person box sizes (Fig. 7)."""
+"""Rule plot_fig7: cumulative histogram of normalized person box sizes (Fig. 7)."""
 
 from anonymization_impact.figures import fig7
 from anonymization_impact.io import read_json, write_json_atomic

@@ -1,4 +1,4 @@
-"""Rule qualitative_plot: one training image under "original" and every variant (like Fig. 2)."""
+"""Rule plot_qualitative: one training image under "original" and every variant (like Fig. 2)."""
 
 from pathlib import Path
 
@@ -15,7 +15,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         trees=inputs.trees,
         raw_root=Path(params.raw_root),
         variants=list(params.variants),
-        variant_settings=params.variant_settings,
+        variant_settings=dict(params.variants),
         image=params.image,
         blur_original_faces=bool(params.blur_faces),
         log=log,

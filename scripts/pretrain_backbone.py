@@ -1,4 +1,4 @@
-"""Rule twins_pretrain_backbone: the twins' stand-in for an ImageNet backbone.
+"""Rule pretrain_backbone: the twins' stand-in for an ImageNet backbone.
 
 Trains a Mask R-CNN from scratch on the separate pretraining images and keeps its backbone.
 """

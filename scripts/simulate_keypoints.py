@@ -1,4 +1,4 @@
-"""Rule keypoints_twin: the simulated pose estimator's keypoints of a twin's training persons."""
+"""Rule simulate_keypoints: the simulated pose estimator's keypoints of a twin's training persons."""
 
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged

@@ -1,4 +1,4 @@
-"""Rule archive_results: the workflow and its results in one tar.gz a reviewer can rerun from."""
+"""Rule write_archive: the workflow and its results in one tar.gz a reviewer can rerun from."""
 
 from pathlib import Path
 

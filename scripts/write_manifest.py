@@ -1,4 +1,4 @@
-"""Rule provenance_manifest: checksums of everything the results were made from."""
+"""Rule write_manifest: checksums of everything the results were made from."""
 
 import sys
 from pathlib import Path

@@ -350,7 +350,7 @@ def test_provenance_hashes_and_packages(tmp_path):
     big.write_bytes(np.random.default_rng(0).bytes(3 * (1 << 20) + 17))  # spans several read chunks
     annotation = tmp_path / "instances.json"
     annotation.write_text('{"images": []}')
-    block = provenance(config={"b": 1, "a": {"y": 2, "x": [1, 2]}}, seed=2, annotation_files=[annotation], extra_files={"weights": big}, training_time_s=12.5, device="cuda:0")
+    block = provenance(seed=2, annotation_files=[annotation], extra_files={"weights": big}, training_time_s=12.5, device="cuda:0")
     if not torch_before:
         assert "torch" not in sys.modules
     assert block["annotation_md5"] == {str(annotation): hashlib.md5(annotation.read_bytes()).hexdigest()}
@@ -362,9 +362,9 @@ def test_provenance_hashes_and_packages(tmp_path):
     if block["git_commit"] is not None:
         assert len(block["git_commit"]) == 40 and isinstance(block["dirty"], bool)
     # no timestamps: the same inputs give the same bytes
-    again = provenance(config={"a": {"x": [1, 2], "y": 2}, "b": 1}, seed=2, annotation_files=[annotation], extra_files={"weights": big}, training_time_s=12.5, device="cuda:0")
+    again = provenance(seed=2, annotation_files=[annotation], extra_files={"weights": big}, training_time_s=12.5, device="cuda:0")
     assert json.dumps(again) == json.dumps(block)
-    assert provenance(config={}, seed=0, annotation_files=[])["device"] == "cpu"
+    assert provenance(seed=0, annotation_files=[])["device"] == "cpu"
 
 
 def test_config_hash_is_stable_under_key_order():
@@ -376,7 +376,7 @@ def test_config_hash_is_stable_under_key_order():
 
 def test_provenance_missing_file_is_named(tmp_path):
     with pytest.raises(WorkflowInputError, match="missing.json"):
-        provenance(config={}, seed=0, annotation_files=[tmp_path / "missing.json"])
+        provenance(seed=0, annotation_files=[tmp_path / "missing.json"])
 
 
 # --------------------------------------------------------------------------- metric JSON
@@ -395,7 +395,7 @@ def document(ground_truth, twins, tmp_path):
         metrics=result["metrics"],
         per_class_ap=result["per_class_AP"],
         evaluator=result["evaluator"],
-        provenance=provenance(config={"a": 1}, seed=1, annotation_files=[]),
+        provenance=provenance(seed=1, annotation_files=[]),
         synthetic=True,
     )
 
@@ -411,7 +411,7 @@ def test_metrics_document_round_trip(document):
 
 @pytest.mark.parametrize(
     ("path", "named"),
-    [(("metrics", "AP_person"), "metrics.AP_person"), (("seed",), "'seed'"), (("provenance", "config_sha256"), "provenance.config_sha256"), (("evaluator", "version"), "evaluator.version")],
+    [(("metrics", "AP_person"), "metrics.AP_person"), (("seed",), "'seed'"), (("provenance", "annotation_md5"), "provenance.annotation_md5"), (("evaluator", "version"), "evaluator.version")],
 )
 def test_missing_key_is_named(document, path, named):
     broken = copy.deepcopy(document)

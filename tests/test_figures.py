@@ -70,7 +70,7 @@ def fig8_config(**panels_override) -> dict:
 @pytest.fixture(scope="module")
 def metric_files(tmp_path_factory) -> list[Path]:
     out = tmp_path_factory.mktemp("metrics")
-    block = provenance(config={}, seed=0, annotation_files=[])
+    block = provenance(seed=0, annotation_files=[])
     paths = []
 
     def write(dataset, variant, model, seed, task, metrics, synthetic, backbone):
@@ -154,7 +154,7 @@ def test_fig8_needs_weights_panel_shows_no_number(metric_files, tmp_path):
 
 
 def test_fig8_zero_original_is_undefined_not_infinite(tmp_path):
-    block = provenance(config={}, seed=0, annotation_files=[])
+    block = provenance(seed=0, annotation_files=[])
     paths = []
     for variant, value in (("original", 0.0), ("face-maskout", 1.0)):
         for seed in range(3):
@@ -185,7 +185,7 @@ def _run_script(name: str, namespace: SimpleNamespace) -> None:
 
 def test_plot_fig8_script_writes_figure_and_data(metric_files, tmp_path):
     output = SimpleNamespace(pdf=tmp_path / "fig8.pdf", png=tmp_path / "fig8.png", data=tmp_path / "fig8.json")
-    params = SimpleNamespace(config=fig8_config(), runnable={"face-maskout": True, "body-realistic": False})
+    params = SimpleNamespace(config=fig8_config())
     _run_script("plot_fig8.py", SimpleNamespace(input=SimpleNamespace(metrics=[str(p) for p in metric_files]), params=params,
                                                  output=output, log=[str(tmp_path / "fig8.log")]))
     data = json.loads(output.data.read_text())
@@ -316,8 +316,8 @@ def test_plot_qualitative_script_writes_figure_and_data(qualitative_inputs, tmp_
     output = SimpleNamespace(pdf=tmp_path / "q.pdf", png=tmp_path / "q.png", data=tmp_path / "q.json")
     namespace = SimpleNamespace(
         input=SimpleNamespace(persons=str(persons_path), faces=str(faces_path), trees=[str(qualitative_inputs["audit"])]),
-        params=SimpleNamespace(raw_root=str(qualitative_inputs["root"]), variants=["original", "body-maskout", "body-realistic"],
-                               variant_settings=qualitative_inputs["settings"], image=None, blur_faces=True),
+        params=SimpleNamespace(raw_root=str(qualitative_inputs["root"]), image=None, blur_faces=True,
+                               variants={name: qualitative_inputs["settings"].get(name, {}) for name in ["original", "body-maskout", "body-realistic"]}),
         output=output, log=[str(tmp_path / "q.log")],
     )
     _run_script("plot_qualitative.py", namespace)

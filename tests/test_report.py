@@ -308,7 +308,7 @@ def test_write_report_script(tmp_path, published):
     output = SimpleNamespace(markdown=str(tmp_path / "report.md"), html=str(tmp_path / "report.html"), data=str(tmp_path / "report.json"))
     snakemake = SimpleNamespace(
         input=SimpleNamespace(metrics=[str(path) for path in paths], published=str(published), manifest=str(manifest)),
-        params=SimpleNamespace(config=config, runnable={variant: runnable(variant) for variant in config["variants"]}),
+        params=SimpleNamespace(config=config),
         output=output,
         log=[str(tmp_path / "report.log")],
     )

@@ -293,8 +293,8 @@ def test_demo_part_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     remote = collections.Counter(re.findall(r"^rule (\w+):$", output, re.MULTILINE))
     remote.update(re.findall(r"^Job \d+: (train_model) \S+ with backend \w+ -> ", output, re.MULTILINE))
     local = collections.Counter(re.findall(r"^localrule (\w+):$", output, re.MULTILINE))
-    assert local == {"anonymize_tree": 1}, output[-3000:]
-    assert remote == {"twins_generate": 1, "twins_pretraining_set": 1, "twins_pretrain_backbone": 1, "annotations_normalize": 2, "anonymize_shard": 2, "train_model": 1, "predict": 1, "evaluate": 1}, output[-3000:]
+    assert local == {"assemble_tree": 1}, output[-3000:]
+    assert remote == {"generate_twin": 1, "generate_pretraining_set": 1, "pretrain_backbone": 1, "normalize_annotations": 2, "anonymize_shard": 2, "train_model": 1, "predict": 1, "evaluate": 1}, output[-3000:]
     submitted = dict(re.findall(r"^Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.$", output, re.MULTILINE))
     assert len(submitted) == sum(remote.values())
 

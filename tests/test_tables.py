@@ -21,7 +21,9 @@ from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.evaluation import PROVENANCE_KEYS, REQUIRED_METRICS, metrics_document
 from anonymization_impact.io import write_json_atomic
 from anonymization_impact.results import load_runs
-from anonymization_impact.tables import build_tables, latex, latex_document, latex_escape, row_names, tables_document, variant_labels
+from anonymization_impact.tables import build_tables, latex, latex_document, latex_escape, tables_document
+from anonymization_impact.plan import runnable_variants
+from anonymization_impact.variants import row_names, table_labels
 
 from conftest import REPO
 
@@ -251,7 +253,7 @@ def test_row_labels_come_from_the_variant_options():
         },
         experiments={},
     )
-    assert variant_labels(config, ["original", "a", "b", "e", "f"]) == {
+    assert table_labels(config, ["original", "a", "b", "e", "f"]) == {
         "original": "Original",
         "a": "Realistic + HM-LO",
         "b": "Realistic + HR faces",
@@ -259,13 +261,13 @@ def test_row_labels_come_from_the_variant_options():
         "f": "Realistic, min size 32²",
     }
     # truncations that differ within a table are named (Table 4)
-    assert variant_labels(config, ["c", "d", "a"]) == {
+    assert table_labels(config, ["c", "d", "a"]) == {
         "c": "Realistic, no truncation",
         "d": "Realistic, unimodal truncation",
         "a": "Realistic + HM-LO, multi-modal truncation",
     }
     # rows that differ in nothing we name get their variant name
-    assert variant_labels(config, ["g", "h"]) == {"g": "Blur, σ = 3 (g)", "h": "Blur, σ = 3 (h)"}
+    assert table_labels(config, ["g", "h"]) == {"g": "Blur, σ = 3 (g)", "h": "Blur, σ = 3 (h)"}
     assert latex_escape("Realistic, min size 32²") == r"Realistic, min size 32\textsuperscript{2}"
 
 
@@ -332,11 +334,11 @@ def test_make_table_script(tmp_path, metric_files):
     output = SimpleNamespace(tex=str(tmp_path / "tables" / "table1.tex"), data=str(tmp_path / "tables" / "table1.json"))
     snakemake = SimpleNamespace(
         input=SimpleNamespace(metrics=[str(path) for path in metric_files]),
-        params=SimpleNamespace(config=config, target="table1", runnable={variant: runnable(variant) for variant in config["variants"]}),
+        params=SimpleNamespace(config=config, target="table1"),
         output=output,
         log=[str(tmp_path / "make_table.log")],
     )
     runpy.run_path(str(REPO / "scripts" / "make_table.py"), init_globals={"snakemake": snakemake})
-    tables = build_tables(config, "table1", load_runs(metric_files), runnable)
+    tables = build_tables(config, "table1", load_runs(metric_files), runnable_variants(config))
     assert Path(output.tex).read_text() == latex(tables)
     assert json.loads(Path(output.data).read_text()) == json.loads(json.dumps(tables_document("table1", tables)))

@@ -216,7 +216,7 @@ def test_an_annotation_image_mismatch_names_the_image(twins, annotations, tmp_pa
 
 def test_missing_or_wrong_initial_weights_name_the_download_rule(tmp_path):
     entry = {"path": str(tmp_path / "resnet18.pth"), "sha256": "f37072fd", "url": "https://example.invalid/resnet18.pth"}
-    with pytest.raises(WorkflowInputError, match="weights_download"):
+    with pytest.raises(WorkflowInputError, match="download_weights"):
         verify_weights("resnet18_imagenet", entry)
     Path(entry["path"]).write_bytes(b"not the weights")
     with pytest.raises(WorkflowInputError, match="corrupt or another release"):

@@ -99,7 +99,7 @@ def test_fig7_target_runs_only_what_it_needs(tmp_path):
     result = run_snakemake(tmp_path, "fig7", "-n", *_overlay(tmp_path, {}))
     assert result.returncode == 0, result.stderr
     jobs = _job_counts(result)
-    assert jobs == {"twins_generate": "3", "annotations_normalize": "3", "fig7": "1", "total": "7"}
+    assert jobs == {"generate_twin": "3", "normalize_annotations": "3", "plot_fig7": "1", "fig7": "1", "total": "8"}
 
 
 def _job_counts(result) -> dict[str, str]:
@@ -113,8 +113,8 @@ def test_one_table_target_runs_only_its_own_jobs(tmp_path):
     assert result.returncode == 0, result.stderr
     jobs = _job_counts(result)
     assert jobs["train_model"] == jobs["predict"] == jobs["evaluate"] == "27"
-    assert jobs["tables_latex"] == jobs["table1"] == jobs["twins_generate"] == "1"
-    assert not {"fig8", "report_reproduction", "provenance_manifest", "figures_qualitative"} & set(jobs)
+    assert jobs["make_table"] == jobs["table1"] == jobs["generate_twin"] == "1"
+    assert not {"plot_fig8", "write_report", "write_manifest", "plot_qualitative"} & set(jobs)
     datasets = set(re.findall(r"dataset=(\w+)", result.stdout + result.stderr))
     assert datasets == {"cityscapes"}
 
@@ -174,7 +174,7 @@ def test_tables_figures_and_report_on_the_twins(tmp_path):
     assert "table1.tex" in html and "fig8.png" in html and "reproduction.md" in html
 
     # The reviewer's path: from the archive alone, rebuild Table 1 without training anything.
-    archived = run_snakemake(tmp_path, "--cores", "1", "archive_results", *overlay)
+    archived = run_snakemake(tmp_path, "--cores", "1", "write_archive", *overlay)
     assert archived.returncode == 0, archived.stderr[-3000:]
     with tarfile.open(tmp_path / "results" / "archive" / "anonymization-impact.tar.gz") as archive:
         names = archive.getnames()
@@ -189,11 +189,11 @@ def test_tables_figures_and_report_on_the_twins(tmp_path):
     (root / "results" / "tables" / "table1.tex").unlink()
     rerun = subprocess.run(
         [*SNAKEMAKE, "--directory", str(root), "--snakefile", str(root / "Snakefile"), "table1", "--cores", "1",
-         "--configfile", str(root / "archived-config.yaml"), "--allowed-rules", "tables_latex", "table1"],
+         "--configfile", str(root / "archived-config.yaml"), "--allowed-rules", "make_table", "table1"],
         capture_output=True, text=True, timeout=300,
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert _job_counts(rerun) == {"tables_latex": "1", "table1": "1", "total": "2"}
+    assert _job_counts(rerun) == {"make_table": "1", "table1": "1", "total": "2"}
     assert (root / "results" / "tables" / "table1.tex").read_text() == expected
 
 
@@ -315,8 +315,8 @@ def test_all_plans_every_runnable_row_of_every_experiment(tmp_path):
     for panel in config["fig8"]["panels"].values():
         runs |= {(panel["dataset"], v, m) for m in panel["models"] for v in ("original", panel["synthetic_variant"] or panel["variant"])}
     assert int(jobs["train_model"]) == int(jobs["predict"]) == int(jobs["evaluate"]) == len(runs) * len(config["seeds"])
-    assert jobs["provenance_manifest"] == jobs["report_reproduction"] == jobs["fig8"] == jobs["archive_results"] == "1"
-    assert jobs["tables_latex"] == str(len({e["target"] or name for name, e in config["experiments"].items()}))
+    assert jobs["write_manifest"] == jobs["write_report"] == jobs["plot_fig8"] == jobs["write_archive"] == "1"
+    assert jobs["make_table"] == str(len({e["target"] or name for name, e in config["experiments"].items()}))
 
 
 def test_planning_the_study_on_real_roots_reads_no_image(twins, tmp_path):
@@ -341,7 +341,7 @@ def test_planning_the_study_on_real_roots_reads_no_image(twins, tmp_path):
     assert int(jobs["train_model"]) == len(runs) * len(study["seeds"])
     realistic = {(d, v) for d, v, _ in runs if v != "original" and study["variants"][v]["method"] == "realistic"}
     assert int(jobs["anonymize_shard_realistic"]) == len(realistic) * study["anonymization"]["shards"]
-    assert jobs["keypoints_detect"] == "2" and jobs["faces_detect"] == "3" and jobs["deepprivacy2_source"] == "1"
+    assert jobs["detect_keypoints"] == "2" and jobs["detect_faces"] == "3" and jobs["download_deepprivacy2"] == "1"
 
 
 def test_realistic_trees_on_the_twins_with_the_stand_in_generator(tmp_path):
@@ -360,7 +360,7 @@ def test_realistic_trees_on_the_twins_with_the_stand_in_generator(tmp_path):
     targets = [f"results/anonymized/cityscapes/{variant}/audit.json" for variant in variants]
     result = run_snakemake(tmp_path, "--cores", "2", *targets, *_overlay(tmp_path, config))
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "anonymize_shard_realistic" in result.stderr and "keypoints_twin" in result.stderr
+    assert "anonymize_shard_realistic" in result.stderr and "simulate_keypoints" in result.stderr
     audits = {variant: read_json(tmp_path / target) for variant, target in zip(variants, targets)}
     for variant, audit in audits.items():
         assert audit["generator"]["generator"] == [STANDIN_LABEL], variant

@@ -6,7 +6,7 @@ JSONs, training summaries, privacy audits, tables, figures, the reproduction rep
 provenance manifest (md5 of every raw file and weight). Model weights, predictions and
 anonymized images are left out (they are large; their md5 are in the manifest). Extracted,
 it is a working directory in which ``snakemake table1 --configfile archived-config.yaml
---allowed-rules tables_latex table1 --forcerun tables_latex`` rebuilds Table 1 from the
+--allowed-rules make_table table1 --forcerun make_table`` rebuilds Table 1 from the
 archived metric files alone (README, "Archival reproduction").
 """
 

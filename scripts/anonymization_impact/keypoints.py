@@ -1,7 +1,7 @@
 """Person keypoints for body anonymization: the ``person-keypoints/v1`` documents.
 
 COCO's body anonymization uses its ground-truth keypoints (in persons.json). Cityscapes and
-BDD100K have none: ViTPose-H (rule ``keypoints_detect``), the authors' published files (rule
+BDD100K have none: ViTPose-H (rule ``detect_keypoints``), the authors' published files (rule
 ``regions_import_authors``) or, on a twin, a simulated detector write one document per
 training split, keyed by image and person id of persons.json::
 

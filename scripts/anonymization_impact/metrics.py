@@ -30,7 +30,7 @@ def is_number(value) -> bool:
 
 
 DOCUMENT_KEYS = ("schema", "dataset", "variant", "model", "seed", "task", "synthetic", "metrics", "per_class_AP", "evaluator", "provenance")
-PROVENANCE_KEYS = ("git_commit", "dirty", "config_sha256", "seed", "packages", "python", "device", "annotation_md5", "files_md5", "training_time_s", "created_by")
+PROVENANCE_KEYS = ("git_commit", "dirty", "seed", "packages", "python", "device", "annotation_md5", "files_md5", "training_time_s", "created_by")
 
 
 def metrics_document(*, dataset, variant, model, seed, task, metrics, per_class_ap, evaluator, provenance, synthetic: bool) -> dict:

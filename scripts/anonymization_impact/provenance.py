@@ -1,4 +1,5 @@
-"""Provenance block of the metric JSON: code version, config hash, seed, packages, inputs.
+"""Provenance of the results: the metric JSON's block (code version, seed, packages, inputs) and
+the manifest, the one record of the whole config and its hash.
 
 No timestamps, so that the same inputs give byte-identical metric files. Package versions
 come from ``importlib.metadata``: torch is never imported here (importing it costs seconds
@@ -79,7 +80,6 @@ def own_version() -> str:
 
 def provenance(
     *,
-    config: dict,
     seed: int,
     annotation_files: list[Path],
     extra_files: dict[str, Path] | None = None,
@@ -88,12 +88,14 @@ def provenance(
 ) -> dict:
     """The provenance block: ``annotation_md5`` is keyed by the path as given (pass paths
     relative to the workflow directory for reproducible files), ``files_md5`` by the names of
-    ``extra_files`` (e.g. ``{"weights": ..., "predictions": ...}``)."""
+    ``extra_files`` (e.g. ``{"weights": ..., "predictions": ...}``). No config hash: a metric file
+    follows from its weights (whose training.json holds the job's settings) and its inputs, and
+    the config is recorded once, in the manifest, so that editing an unrelated key reruns no
+    evaluation."""
     commit, dirty = git_state()
     return {
         "git_commit": commit,
         "dirty": dirty,
-        "config_sha256": config_sha256(config),
         "seed": seed,
         "packages": package_versions(),
         "python": platform.python_version(),

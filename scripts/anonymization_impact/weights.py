@@ -32,7 +32,7 @@ def fetch_instructions(name: str, entry: dict) -> str:
     path = entry["path"]
     checksum = expected_checksum(entry)
     check = f" with {checksum[0]} {checksum[1]}" if checksum else ""
-    text = f"run `snakemake --cores 1 {path}` (rule weights_download fetches {entry['url']}) on a machine with internet"
+    text = f"run `snakemake --cores 1 {path}` (rule download_weights fetches {entry['url']}) on a machine with internet"
     if not entry.get("url"):
         text = "it has no download address that still works"
     text += f", or place the file{check} at {path} by hand"
