@@ -102,7 +102,7 @@ from pycocotools import mask as mask_utils
 from .errors import DatasetError
 from .io import read_json, require_file
 from .masks import as_pycocotools, bbox as mask_bbox, decode
-from .regions import DETECTIONS_FORMAT, REGIONS_FORMAT, _box_mask_iou, build_face_regions, match_faces
+from .regions import DETECTIONS_FORMAT, REGIONS_FORMAT, box_mask_iou, build_face_regions, match_faces
 
 KEYPOINTS_FORMAT = "person-keypoints/v1"
 NUM_KEYPOINTS = 17
@@ -605,7 +605,7 @@ def coco_face_regions(authors_boxes: dict, persons: dict, person_keypoints: dict
         table = np.array([[float(v) for v in box] + [PLACEHOLDER_SCORE] for box in boxes], dtype=np.float64)
         candidates = [pid for pid in source.entries if pid is not None]
         masks = np.stack([decode(annotations[pid]["segmentation"]).astype(bool) for pid in candidates])
-        iou = _box_mask_iou(table, masks)
+        iou = box_mask_iou(table, masks)
         ours = {b: candidates[m] for b, m in match_faces(table, masks, MIN_MATCH_IOU)}
         for b, person_id in enumerate(person_ids):
             problems.checked += 1
