@@ -58,11 +58,7 @@ def coco_face_regions(authors_boxes: dict, persons: dict, person_keypoints: dict
     annotations = {a["id"]: a for a in persons["annotations"]}
     regions: dict[str, list[dict]] = {file_name: [] for file_name in images}
     boxes_total = 0
-    for key, value in authors_boxes.items():
-        source = index.get(str(key))
-        if source is None:
-            problems.error(str(key), "no such image in persons.json; the file belongs to another dataset or split")
-            continue
+    for source, value in problems.known_images(authors_boxes, index):
         where, image = source.file_name, images[source.file_name]
         if not isinstance(value, dict) or not isinstance(value.get("boxes"), list) or not isinstance(value.get("keypoint_indices"), list):
             problems.error(where, "expected {'boxes': [[x0, y0, x1, y1]], 'keypoint_indices': [j]}")

@@ -5,6 +5,7 @@ facts about the published files (the authors' thresholds, the source texts)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,15 @@ class Problems:
 
     def misfit(self, image: str, message: str) -> None:
         self.misfits[image].append(message)
+
+    def known_images(self, authors: dict, index: dict[str, SourceImage]) -> Iterator[tuple[SourceImage, object]]:
+        """(our image, its entry) for every key of an authors' file; a key that is no image of persons.json is an error."""
+        for key, value in authors.items():
+            source = index.get(str(key))
+            if source is None:
+                self.error(str(key), "no such image in persons.json; the file belongs to another dataset or split")
+                continue
+            yield source, value
 
     @staticmethod
     def _listing(problems: dict[str, list[str]]) -> str:

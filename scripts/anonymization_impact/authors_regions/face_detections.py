@@ -31,11 +31,7 @@ def convert_face_detections(authors_boxes: dict, persons: dict, index: dict[str,
     first = next((row for rows in authors_boxes.values() if isinstance(rows, list) for row in rows), None)
     row_length = len(first) if isinstance(first, list) and len(first) in (4, 5) else 4
     detections: dict[str, dict] = {}
-    for key, rows in authors_boxes.items():
-        source = index.get(str(key))
-        if source is None:
-            problems.error(str(key), "no such image in persons.json; the file belongs to another dataset or split")
-            continue
+    for source, rows in problems.known_images(authors_boxes, index):
         where, image = source.file_name, images[source.file_name]
         if not isinstance(rows, list):
             problems.error(where, f"expected a list of boxes, got {str(rows)[:80]}")

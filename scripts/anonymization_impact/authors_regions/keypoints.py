@@ -62,11 +62,7 @@ def convert_keypoints(authors: dict, persons: dict, index: dict[str, SourceImage
     by_image = persons_by_image(persons)
     result: dict[str, list[dict]] = {image["file_name"]: [] for image in persons["images"]}
     counts = Counter()
-    for key, value in authors.items():
-        source = index.get(str(key))
-        if source is None:
-            problems.error(str(key), "no such image in persons.json; the file belongs to another dataset or split")
-            continue
+    for source, value in problems.known_images(authors, index):
         where = source.file_name
         entries = entries_of(value)
         if entries is None:
