@@ -32,6 +32,11 @@ Coordinates are pixels of the (EXIF-oriented) image, boxes x0, y0, x1, y1 (DSFD 
 triples; the authors' readers turned the score into visibility with 0.3: ``score >= 0.3``
 (Cityscapes, ``visualize_body.iterate_dataset``) and ``score > 0.3`` (BDD100K, ``anonymize_body``).
 
+The thresholds of the authors' files are facts about them (``AUTHORS_*`` constants); where the
+import decides for this workflow it follows the config: keypoint visibility
+(``regions.keypoint_score_threshold``) and the IoU with which the Cityscapes / BDD100K boxes must
+match again (``face_detection.min_match_iou``). Both default to the authors' values.
+
 Why the Cityscapes and BDD100K face files become detections, not regions: :mod:`.face_detections`.
 
 Instance-order pitfalls (the crux: the files address instances by position, in *their* iteration)
@@ -64,7 +69,7 @@ from ..io import read_json, require_file
 from .bdd100k import bdd100k_face_detections, bdd100k_keypoints, bdd100k_source_index
 from .cityscapes import cityscapes_face_detections, cityscapes_keypoints, cityscapes_polygons_file, cityscapes_source_index
 from .coco import coco_face_regions, coco_source_index
-from .common import SourceImage, persons_split
+from .common import AUTHORS_KEYPOINT_SCORE_THRESHOLD, AUTHORS_MIN_MATCH_IOU, SourceImage, persons_split
 
 __all__ = ["SourceImage", "bdd100k_face_detections", "bdd100k_keypoints", "bdd100k_source_index", "cityscapes_face_detections",
            "cityscapes_keypoints", "cityscapes_polygons_file", "cityscapes_source_index", "coco_face_regions", "coco_source_index",
@@ -77,11 +82,14 @@ def _read_dataset_file(path: Path, referenced_by: str) -> dict:
 
 
 def import_authors_regions(kind: str, dataset: str, root: Path, persons: dict, files: dict, *,
-                           max_misfit_fraction: float = 0.02) -> dict:
+                           max_misfit_fraction: float = 0.02, min_match_iou: float = AUTHORS_MIN_MATCH_IOU,
+                           score_threshold: float = AUTHORS_KEYPOINT_SCORE_THRESHOLD) -> dict:
     """The document made from one of the authors' files under the dataset ``root``: ``kind`` is
     "faces" or "keypoints"; ``files`` is the config's ``regions.authors_files.<dataset>``. Reads
     the dataset files the alignment needs (COCO's keypoints file, Cityscapes' polygons, BDD100K's
-    COCO-format labels when present) and fails with a DatasetError naming a missing file."""
+    COCO-format labels when present) and fails with a DatasetError naming a missing file.
+    ``min_match_iou`` is for the Cityscapes / BDD100K face boxes (COCO's pairs are checked with the
+    authors' threshold), ``score_threshold`` for the keypoints."""
     root = Path(root)
     published = root / files[kind]
     if not published.is_file():
@@ -94,14 +102,14 @@ def import_authors_regions(kind: str, dataset: str, root: Path, persons: dict, f
         return coco_face_regions(authors, persons, _read_dataset_file(keypoints_file, "the COCO download"), **options)
     if dataset == "cityscapes":
         if kind == "faces":
-            return cityscapes_face_detections(authors, persons, **options)
+            return cityscapes_face_detections(authors, persons, min_match_iou=min_match_iou, **options)
         polygons = {image["file_name"]: _read_dataset_file(root / cityscapes_polygons_file(image["file_name"]), "the Cityscapes gtFine download")
                     for image in persons["images"]}
-        return cityscapes_keypoints(authors, persons, polygons, **options)
+        return cityscapes_keypoints(authors, persons, polygons, score_threshold=score_threshold, **options)
     if dataset == "bdd100k":
         coco_format = root / files["coco_format"]
         labels = read_json(coco_format) if coco_format.is_file() else None
         if kind == "faces":
-            return bdd100k_face_detections(authors, persons, labels, **options)
-        return bdd100k_keypoints(authors, persons, labels, **options)
+            return bdd100k_face_detections(authors, persons, labels, min_match_iou=min_match_iou, **options)
+        return bdd100k_keypoints(authors, persons, labels, score_threshold=score_threshold, **options)
     raise ValueError(f"the authors published no {kind} file for {dataset}")

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import DatasetError
-from .common import DEFAULT_MAX_MISFIT, SourceImage, persons_by_image, require_dataset
+from .common import AUTHORS_KEYPOINT_SCORE_THRESHOLD, AUTHORS_MIN_MATCH_IOU, DEFAULT_MAX_MISFIT, SourceImage, persons_by_image, require_dataset
 from .face_detections import convert_face_detections
 from .keypoints import convert_keypoints
 
@@ -121,8 +121,9 @@ def cityscapes_source_index(persons: dict, polygons: dict[str, dict] | None = No
 
 
 def cityscapes_keypoints(authors_keypoints: dict, persons: dict, polygons: dict[str, dict] | None = None, *,
-                         max_misfit_fraction: float = DEFAULT_MAX_MISFIT) -> dict:
-    """``person-keypoints/v1`` from Cityscapes ``annotated_keypoints_{split}.json`` (visible: score >= 0.3).
+                         score_threshold: float = AUTHORS_KEYPOINT_SCORE_THRESHOLD, max_misfit_fraction: float = DEFAULT_MAX_MISFIT) -> dict:
+    """``person-keypoints/v1`` from Cityscapes ``annotated_keypoints_{split}.json`` (visible: score >= score_threshold,
+    as the authors' reader with its 0.3).
 
     polygons: see :func:`cityscapes_source_index`; needed wherever an image has a person group.
     """
@@ -134,12 +135,14 @@ def cityscapes_keypoints(authors_keypoints: dict, persons: dict, polygons: dict[
     hint = ("The file must list, per image, one entry per detectron2 person instance (reverse polygon-file order, "
             "crowd groups included); check that it is the file of this split and that the gtFine polygons are given.")
     return convert_keypoints(authors_keypoints, persons, index, dataset="cityscapes", entries_of=entries_of,
-                             visible_if=">=", require_all=True, max_misfit_fraction=max_misfit_fraction, hint=hint)
+                             visible_if=">=", score_threshold=score_threshold, require_all=True, max_misfit_fraction=max_misfit_fraction, hint=hint)
 
 
-def cityscapes_face_detections(authors_boxes: dict, persons: dict, *,
+def cityscapes_face_detections(authors_boxes: dict, persons: dict, *, min_match_iou: float = AUTHORS_MIN_MATCH_IOU,
                                max_misfit_fraction: float = DEFAULT_MAX_MISFIT) -> dict:
-    """``face-detections/v1`` from Cityscapes ``face_boxes_train.json`` (keys: image basenames)."""
+    """``face-detections/v1`` from Cityscapes ``face_boxes_train.json`` (keys: image basenames); every box must
+    match a person again with ``min_match_iou`` (the workflow's faces_match: config ``face_detection.min_match_iou``)."""
     index = cityscapes_source_index(persons)
-    return convert_face_detections(authors_boxes, persons, index, dataset="cityscapes", max_misfit_fraction=max_misfit_fraction,
+    return convert_face_detections(authors_boxes, persons, index, dataset="cityscapes", min_match_iou=min_match_iou,
+                                   max_misfit_fraction=max_misfit_fraction,
                                    hint="Check that the file is the Cityscapes face_boxes file of this split.")

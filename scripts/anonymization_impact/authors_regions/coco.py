@@ -48,6 +48,8 @@ def coco_face_regions(authors_boxes: dict, persons: dict, person_keypoints: dict
 
     person_keypoints: see :func:`coco_source_index`. Every box must have dp2's IoU > 0.01 with
     its person's mask, and our greedy re-matching of the image's boxes must give the same person.
+    Both use the authors' threshold, not the config's: the pairs are the authors' and are used as
+    they are (no matching step of ours follows), so the check reproduces their matching.
     Scores were not published (``score``: null).
     """
     index = coco_source_index(persons, person_keypoints)

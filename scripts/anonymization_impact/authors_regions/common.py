@@ -12,10 +12,11 @@ import numpy as np
 
 from ..errors import DatasetError
 
-# The thresholds the authors' detector and matching used: facts about the published files, not
-# settings of this workflow (config.yaml's face_detection.* may differ).
+# The thresholds the authors' detector, matching and keypoint readers used: facts about the published
+# files, not settings of this workflow (config.yaml's face_detection.* and regions.keypoint_score_threshold may differ).
 AUTHORS_FACE_CONFIDENCE = {"coco": 0.3, "cityscapes": 0.2, "bdd100k": 0.3}  # DSFD confidence (annotate_faces.py / detect_faces.py)
 AUTHORS_MIN_MATCH_IOU = 0.01  # dp2 get_matches
+AUTHORS_KEYPOINT_SCORE_THRESHOLD = 0.3  # visible: score >= it (Cityscapes reader) / > it (BDD100K reader)
 BOX_TOLERANCE = 1.0  # px a box may leave the image (float rounding of the clipped detector output)
 DEFAULT_MAX_MISFIT = 0.02
 PLACEHOLDER_SCORE = 1.0

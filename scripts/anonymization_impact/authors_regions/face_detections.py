@@ -8,7 +8,8 @@ had no candidate left (its masks taken by earlier boxes, or none above the IoU t
 removing it changes nothing but the third tie-break key (number of candidate boxes per mask).
 So they become ``face-detections/v1``
 documents for the workflow's own matching step, and the import checks that every published box
-is matched again. BDD100K's scores were not published: they are set to 1.0 (``scores_published:
+is matched again, with the IoU threshold that step will use (config ``face_detection.min_match_iou``;
+the authors' was 0.01). BDD100K's scores were not published: they are set to 1.0 (``scores_published:
 false``), which only loses the score tie-break between boxes of exactly equal IoU.
 """
 
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 from ..errors import DatasetError
 from ..regions import DETECTIONS_FORMAT, build_face_regions
-from .common import AUTHORS_FACE_CONFIDENCE, AUTHORS_MIN_MATCH_IOU, PLACEHOLDER_SCORE, SOURCES, Problems, SourceImage, check_box, persons_split
+from .common import AUTHORS_FACE_CONFIDENCE, PLACEHOLDER_SCORE, SOURCES, Problems, SourceImage, check_box, persons_split
 
 
 def convert_face_detections(authors_boxes: dict, persons: dict, index: dict[str, SourceImage], *, dataset: str,
-                            max_misfit_fraction: float, hint: str) -> dict:
+                            min_match_iou: float, max_misfit_fraction: float, hint: str) -> dict:
     problems = Problems(f"authors' {dataset} face boxes", persons)
     if not isinstance(authors_boxes, dict):
         raise DatasetError(f"authors' {dataset} face boxes: expected a JSON object keyed by image, got {type(authors_boxes).__name__}")
@@ -59,14 +60,14 @@ def convert_face_detections(authors_boxes: dict, persons: dict, index: dict[str,
         "images": dict(sorted(detections.items())),
     }
     # every published box matched a person in the authors' run: it must match again here
-    regions = build_face_regions(document, persons, dataset=dataset, confidence=confidence, min_iou=AUTHORS_MIN_MATCH_IOU)
+    regions = build_face_regions(document, persons, dataset=dataset, confidence=confidence, min_iou=min_match_iou)
     for file_name, entry in document["images"].items():
         n = len(entry["boxes"])
         problems.checked += n
         matched = {tuple(r["box"]) for r in regions["images"][file_name]}
         for b, box in enumerate(entry["boxes"]):
             if tuple(box) not in matched:
-                problems.misfit(file_name, f"box {b} {box} matches no person (IoU <= {AUTHORS_MIN_MATCH_IOU} with every "
+                problems.misfit(file_name, f"box {b} {box} matches no person (IoU <= {min_match_iou} with every "
                                            "free person mask), yet the authors matched it")
     document["checks"] = {**problems.raise_if_needed(len(images), max_misfit_fraction, hint),
                           "rematched": regions["counts"]["matched"]}

@@ -2,7 +2,9 @@
 
 Keypoints are 17 COCO-order (x, y, score) triples in pixels of the (EXIF-oriented) image; the
 authors' readers turned the score into visibility with 0.3: ``score >= 0.3`` (Cityscapes,
-``visualize_body.iterate_dataset``) and ``score > 0.3`` (BDD100K, ``anonymize_body``). An entry with
+``visualize_body.iterate_dataset``) and ``score > 0.3`` (BDD100K, ``anonymize_body``). The import
+keeps each dataset's comparison and takes the threshold from the caller (the rule passes the
+config's ``regions.keypoint_score_threshold``, as the workflow's own ViTPose rule does). An entry with
 >= 3 visible keypoints must have at least half of them inside its person's mask box grown by
 ``0.25 * max(w, h) + 2`` px.
 """
@@ -19,7 +21,6 @@ from .common import SOURCES, Problems, SourceImage, persons_by_image, persons_sp
 
 KEYPOINTS_FORMAT = "person-keypoints/v1"
 NUM_KEYPOINTS = 17
-AUTHORS_KEYPOINT_SCORE_THRESHOLD = 0.3  # the authors' readers: visible above it
 KEYPOINT_BOX_MARGIN = 0.25  # x max(w, h), plus KEYPOINT_BOX_PAD px
 KEYPOINT_BOX_PAD = 2.0
 MIN_VISIBLE_TO_CHECK = 3
@@ -52,7 +53,8 @@ def _inside_fraction(points: np.ndarray, visible: np.ndarray, box: list[float]) 
 
 
 def convert_keypoints(authors: dict, persons: dict, index: dict[str, SourceImage], *, dataset: str,
-                      entries_of, visible_if: str, require_all: bool, max_misfit_fraction: float, hint: str) -> dict:
+                      entries_of, visible_if: str, score_threshold: float, require_all: bool, max_misfit_fraction: float,
+                      hint: str) -> dict:
     split = persons_split(persons)
     problems = Problems("authors' keypoints", persons)
     if not isinstance(authors, dict):
@@ -84,7 +86,7 @@ def convert_keypoints(authors: dict, persons: dict, index: dict[str, SourceImage
                 counts["source_entries_skipped"] += 1
                 continue
             scores = array[:, 2]
-            visible = scores >= AUTHORS_KEYPOINT_SCORE_THRESHOLD if visible_if == ">=" else scores > AUTHORS_KEYPOINT_SCORE_THRESHOLD
+            visible = scores >= score_threshold if visible_if == ">=" else scores > score_threshold
             fit = _inside_fraction(array, visible, _person_box(annotations[person_id]))
             if fit is None:
                 counts["too_few_visible_to_check"] += 1
@@ -116,7 +118,7 @@ def convert_keypoints(authors: dict, persons: dict, index: dict[str, SourceImage
         "dataset": dataset,
         "split": split,
         "source": SOURCES[(dataset, "keypoints")].format(split=split),
-        "score_threshold": AUTHORS_KEYPOINT_SCORE_THRESHOLD,
+        "score_threshold": score_threshold,
         "visible_if": f"score {visible_if} score_threshold",
         "images": result,
         "images_not_in_source": sorted(images_not_in_source),
