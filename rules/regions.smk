@@ -88,6 +88,8 @@ rule import_authors_face_detections:
         files=lambda wildcards: config["regions"]["authors_files"][wildcards.dataset],
         max_misfit_fraction=config["regions"]["max_misfit_fraction"],
         kind="faces",
+        # Cityscapes / BDD100K boxes must match again as faces_match will match them
+        min_match_iou=config["face_detection"]["min_match_iou"],
     script:
         "../scripts/import_authors_regions.py"
 
@@ -113,3 +115,4 @@ use rule import_authors_face_detections as import_authors_keypoints with:
         files=lambda wildcards: config["regions"]["authors_files"][wildcards.dataset],
         max_misfit_fraction=config["regions"]["max_misfit_fraction"],
         kind="keypoints",
+        score_threshold=config["regions"]["keypoint_score_threshold"],

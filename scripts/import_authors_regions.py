@@ -9,6 +9,8 @@ from anonymization_impact.logs import logged
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     params = snakemake.params  # noqa: F821
+    # the config's thresholds where the import decides for this workflow (the face rules' matching, the keypoint rule's visibility)
+    thresholds = {"min_match_iou": params.min_match_iou} if params.kind == "faces" else {"score_threshold": params.score_threshold}
     document = import_authors_regions(
         params.kind,
         snakemake.wildcards.dataset,  # noqa: F821
@@ -16,6 +18,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         read_json(snakemake.input.persons),  # noqa: F821
         params.files,
         max_misfit_fraction=params.max_misfit_fraction,
+        **thresholds,
     )
     write_json_atomic(snakemake.output[0], document)  # noqa: F821
     log.info("imported %s: %d images", params.kind, len(document["images"]))

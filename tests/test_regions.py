@@ -13,7 +13,7 @@ from anonymization_impact.errors import DatasetError
 from anonymization_impact.io import read_json
 from anonymization_impact.regions import build_face_regions, match_faces
 from anonymization_impact.twins import write_twin
-from anonymization_impact.twins.scene import is_eligible
+from anonymization_impact.twins.truth import is_eligible
 
 PERSON = {"coco": "person", "cityscapes": "person", "bdd100k": "pedestrian"}
 

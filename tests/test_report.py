@@ -268,7 +268,7 @@ def test_synthetic_warning(tmp_path, published):
 
 
 def text_leaves(node, prefix=""):
-    """Dotted keys of the numbers of a nested mapping, written out independently of report.py."""
+    """Dotted keys of the numbers of a nested mapping, written out independently of report/comparisons.py."""
     keys = []
     for key, child in node.items():
         dotted = f"{prefix}{key}"

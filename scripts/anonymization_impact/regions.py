@@ -30,7 +30,7 @@ REGIONS_FORMAT = "face-regions/v1"
 BOX_TOLERANCE = 1.0
 
 
-def _box_mask_iou(boxes: np.ndarray, masks: np.ndarray) -> np.ndarray:
+def box_mask_iou(boxes: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """(N, M) IoU of each rasterised box with each mask, as dp2's ``calculate_IoU``."""
     n, m = len(boxes), len(masks)
     iou = np.zeros((n, m), dtype=np.float64)
@@ -67,7 +67,7 @@ def _match(boxes, masks, min_iou: float) -> tuple[list[tuple[int, int]], np.ndar
         masks = masks >= 0.5
     if masks.ndim != 3:
         raise ValueError(f"masks must be (M, H, W), got shape {masks.shape}")
-    iou = _box_mask_iou(boxes, masks)
+    iou = box_mask_iou(boxes, masks)
     box_idx, mask_idx = np.nonzero(iou > min_iou)  # row-major: box, then mask
     candidates_per_mask = np.bincount(mask_idx, minlength=len(masks))
     order = sorted(range(len(box_idx)), key=lambda k: (-iou[box_idx[k], mask_idx[k]],

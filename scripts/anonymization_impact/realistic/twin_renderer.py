@@ -1,6 +1,6 @@
 """A realistic anonymizer for the synthetic twins: a differentiable renderer of the twins' persons.
 
-The twins draw a person as flat-coloured parts (``twins.scene.make_person``): the outline filled
+The twins draw a person as flat-coloured parts (``twins.objects.make_person``): the outline filled
 with the shirt colour, legs in the trouser colour, hands and (short sleeves) forearms in skin,
 a head of hair with a skin-coloured face when the person faces the camera. This renderer draws
 a *new* person of that kind into a crop, from what DeepPrivacy2's generators get as well: the

@@ -2,8 +2,9 @@
 
 `write_twin` writes one small deterministic dataset (same arguments give byte-identical files), a
 truth manifest describing exactly what the files contain, and a simulated face-detector (DSFD
-stand-in) output on the training split. The scenes are drawn by `scene`; `coco`, `cityscapes` and
-`bdd100k` write the three formats.
+stand-in) output on the training split. A scene is planned by `plans` (its objects from `objects`
+on a background from `backgrounds`), drawn by `rendering` (with `polygons`) and described by
+`truth`; `faces` simulates the detector; `coco`, `cityscapes` and `bdd100k` write the three formats.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import json
 from pathlib import Path
 
 from . import bdd100k, cityscapes, coco
-from .scene import check_requirements, faces_document, image_rng, simulate_faces, split_counts
+from .faces import faces_document, simulate_faces
+from .plans import image_rng
+from .truth import check_requirements, split_counts
 
 TWIN_DATASETS = ("coco", "cityscapes", "bdd100k")
 _MODULES = {"coco": coco, "cityscapes": cityscapes, "bdd100k": bdd100k}

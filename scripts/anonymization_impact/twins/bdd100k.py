@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .scene import image_rng, instance_truth, plan_objects, render, slot_for, street_background
+from .backgrounds import street_background
+from .plans import image_rng, plan_objects, slot_for
+from .rendering import render
+from .truth import instance_truth
 
 PERSON = "pedestrian"
 DATASET_INDEX = 2

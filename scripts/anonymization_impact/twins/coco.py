@@ -15,8 +15,11 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from .scene import (KEYPOINT_NAMES, SKELETON, image_rng, indoor_background, instance_truth, plan_objects, render,
-                    slot_for, street_background)
+from .backgrounds import indoor_background, street_background
+from .objects import KEYPOINT_NAMES, SKELETON
+from .plans import image_rng, plan_objects, slot_for
+from .rendering import render
+from .truth import instance_truth
 
 PERSON = "person"
 DATASET_INDEX = 0
