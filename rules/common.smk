@@ -161,7 +161,8 @@ def get_detector_weights(section):
 
 def authors_inputs(kind):
     """Input function of an import rule: persons.json and the authors' `kind` file ("faces"
-    or "keypoints"), which must have been placed in the dataset root."""
+    or "keypoints", the input's name), which must have been placed in the dataset root.
+    """
 
     def inputs(wildcards):
         root = dataset_root(config, wildcards.dataset)
@@ -174,7 +175,7 @@ def authors_inputs(kind):
             )
         return {
             "persons": persons_file(wildcards.dataset),
-            "published": str(root / name),
+            kind: str(root / name),
         }
 
     return inputs

@@ -87,9 +87,10 @@ rule import_authors_face_detections:
         root=get_dataset_root,
         files=lambda wildcards: config["regions"]["authors_files"][wildcards.dataset],
         max_misfit_fraction=config["regions"]["max_misfit_fraction"],
-        kind="faces",
-        # Cityscapes / BDD100K boxes must match again as faces_match will match them
+        # our own thresholds: face boxes must match again as match_faces will match them,
+        # keypoints are visible as this workflow decides
         min_match_iou=config["face_detection"]["min_match_iou"],
+        score_threshold=config["regions"]["keypoint_score_threshold"],
     script:
         "../scripts/import_authors_regions.py"
 
@@ -110,9 +111,3 @@ use rule import_authors_face_detections as import_authors_keypoints with:
         "results/regions/{dataset}/keypoints-authors.json",
     log:
         "logs/regions/{dataset}/keypoints-authors.log",
-    params:
-        root=get_dataset_root,
-        files=lambda wildcards: config["regions"]["authors_files"][wildcards.dataset],
-        max_misfit_fraction=config["regions"]["max_misfit_fraction"],
-        kind="keypoints",
-        score_threshold=config["regions"]["keypoint_score_threshold"],

@@ -2,7 +2,7 @@
 
 Writes the raw ``face-detections/v1`` document (docs/anonymization.md, "Face detections"):
 every box with score >= params.confidence (use the lowest per-dataset threshold, 0.2, so the
-file serves any of them; rule faces_match applies the dataset's own). Runs in envs/detectors.yaml
+file serves any of them; rule match_faces applies the dataset's own). Runs in envs/detectors.yaml
 on a GPU; docs/detectors.md says what the settings mean and what has been run.
 
 input:  persons (results/annotations/<dataset>/train/persons.json), weights (the DSFD
@@ -24,7 +24,7 @@ from anonymization_impact.weights import verify_weights
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     params, inputs = snakemake.params, snakemake.input  # noqa: F821
-    detectors.require_rule_fields("faces_detect", inputs, params, inputs=("persons", "weights"), params=("root", "confidence"))
+    detectors.require_rule_fields("detect_faces", inputs, params, inputs=("persons", "weights"), params=("root", "confidence"))
     persons = read_json(inputs.persons)
     weights = Path(inputs.weights)
     if hasattr(params, "weights_entry"):  # a file placed by hand: its checksum, where one is published

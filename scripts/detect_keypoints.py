@@ -23,7 +23,7 @@ from anonymization_impact.weights import verify_weights
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     params, inputs = snakemake.params, snakemake.input  # noqa: F821
-    detectors.require_rule_fields("keypoints_detect", inputs, params, inputs=("persons", "weights"), params=("root",))
+    detectors.require_rule_fields("detect_keypoints", inputs, params, inputs=("persons", "weights"), params=("root",))
     persons = read_json(inputs.persons)
     weights = Path(inputs.weights)
     if hasattr(params, "weights_entry"):  # a file placed by hand: its checksum, where one is published

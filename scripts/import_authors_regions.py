@@ -8,17 +8,18 @@ from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
-    params = snakemake.params  # noqa: F821
-    # the config's thresholds where the import decides for this workflow (the face rules' matching, the keypoint rule's visibility)
-    thresholds = {"min_match_iou": params.min_match_iou} if params.kind == "faces" else {"score_threshold": params.score_threshold}
+    params, inputs = snakemake.params, snakemake.input  # noqa: F821
+    kind = "keypoints" if "keypoints" in inputs.keys() else "faces"  # the authors' file is the input of that name
     document = import_authors_regions(
-        params.kind,
+        kind,
         snakemake.wildcards.dataset,  # noqa: F821
         Path(params.root),
-        read_json(snakemake.input.persons),  # noqa: F821
+        read_json(inputs.persons),
         params.files,
         max_misfit_fraction=params.max_misfit_fraction,
-        **thresholds,
+        # the config's thresholds where the import decides for this workflow (face matching, keypoint visibility)
+        min_match_iou=params.min_match_iou,
+        score_threshold=params.score_threshold,
     )
     write_json_atomic(snakemake.output[0], document)  # noqa: F821
-    log.info("imported %s: %d images", params.kind, len(document["images"]))
+    log.info("imported %s: %d images", kind, len(document["images"]))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from anonymization_impact.io import write_bytes_atomic, write_json_atomic
 from anonymization_impact.logs import logged
-from anonymization_impact.plan import runnable_variants
+from anonymization_impact.variants import runnable_variants
 from anonymization_impact.results import load_runs
 from anonymization_impact.tables import build_tables, latex, tables_document
 

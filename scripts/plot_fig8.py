@@ -5,7 +5,7 @@ params.config is the slice of the validated config the figure reads (plan.fig8_c
 from anonymization_impact.figures import fig8
 from anonymization_impact.io import write_json_atomic
 from anonymization_impact.logs import logged
-from anonymization_impact.plan import runnable_variants
+from anonymization_impact.variants import runnable_variants
 from anonymization_impact.results import load_runs, metric_paths_exist
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)

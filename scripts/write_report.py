@@ -6,7 +6,7 @@ from pathlib import Path
 
 from anonymization_impact.io import read_json, write_bytes_atomic, write_json_atomic
 from anonymization_impact.logs import logged
-from anonymization_impact.plan import runnable_variants
+from anonymization_impact.variants import runnable_variants
 from anonymization_impact.report import build_report, html, markdown
 from anonymization_impact.results import load_runs
 

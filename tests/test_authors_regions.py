@@ -577,3 +577,21 @@ def test_the_rule_entry_reads_the_files_the_alignment_needs(coco, cityscapes, tm
     next(root.rglob("*_gtFine_polygons.json")).unlink()
     with pytest.raises(DatasetError, match="gtFine_polygons.json, which does not exist"):
         ar.import_authors_regions("keypoints", "cityscapes", root, city_persons, files)
+
+
+def test_the_rule_entry_applies_this_workflows_keypoint_threshold(cityscapes, tmp_path):
+    city_persons, polygons = cityscapes
+    root = tmp_path / "cityscapes"
+    for file_name, document in polygons.items():
+        path = root / ar.cityscapes_polygons_file(file_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document))
+    (root / "annotated_keypoints_train.json").write_text(json.dumps(city_keypoints()))
+    files = {"keypoints": "annotated_keypoints_train.json"}
+
+    def visible(document):
+        return sum(v > 0 for entries in document["images"].values() for entry in entries for v in entry["keypoints"][2::3])
+
+    authors = ar.import_authors_regions("keypoints", "cityscapes", root, city_persons, files)
+    strict = ar.import_authors_regions("keypoints", "cityscapes", root, city_persons, files, score_threshold=0.95)
+    assert visible(strict) < visible(authors)

@@ -627,7 +627,7 @@ def test_rule_scripts_name_what_an_unwired_rule_lacks(tmp_path):
     with pytest.raises(SystemExit):
         _run_script("detect_faces.py", input=_Inputs(), params=_Params(root="x"), output=[str(tmp_path / "o.json")],
                     log=[str(log)], wildcards=types.SimpleNamespace(dataset="coco"))
-    assert "rule faces_detect does not give its script input.persons, input.weights, params.confidence" in log.read_text()
+    assert "rule detect_faces does not give its script input.persons, input.weights, params.confidence" in log.read_text()
 
 
 def test_weights_that_do_not_fit_dsfd_are_named(monkeypatch, dsfd_weights):

@@ -201,7 +201,7 @@ CODE_RULES = sorted(name for name, block in BLOCKS.items() if runs_code(block))
 
 
 def test_rules_were_found():
-    assert {"twins_generate", "annotations_normalize", "anonymize_shard", "train_model", "evaluate", "fig7"} <= set(CODE_RULES)
+    assert {"generate_twin", "normalize_annotations", "anonymize_shard", "train_model", "evaluate", "plot_fig7"} <= set(CODE_RULES)
 
 
 @pytest.mark.parametrize("rule", CODE_RULES)
@@ -295,7 +295,7 @@ def test_gpu_rules_get_a_cuda_build_of_pytorch():
     build; the CPU one would be torch==X+cpu), or conda's PyTorch with cudatoolkit / pytorch-cuda."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     gpu_rules = [rule for rule, resources in profile["set-resources"].items() if resources.get("gpu")]
-    assert set(gpu_rules) == {"train_model", "predict", "anonymize_shard_realistic", "faces_detect", "keypoints_detect"}
+    assert set(gpu_rules) == {"train_model", "predict", "anonymize_shard_realistic", "detect_faces", "detect_keypoints"}
     for rule in gpu_rules:
         for env in conda_envs(BLOCKS[rule]):
             pins = env_dependencies((REPO / "rules" / env).resolve())

@@ -22,8 +22,7 @@ from anonymization_impact.evaluation import PROVENANCE_KEYS, REQUIRED_METRICS, m
 from anonymization_impact.io import write_json_atomic
 from anonymization_impact.results import load_runs
 from anonymization_impact.tables import build_tables, latex, latex_document, latex_escape, tables_document
-from anonymization_impact.plan import runnable_variants
-from anonymization_impact.variants import row_names, table_labels
+from anonymization_impact.variants import row_names, runnable_variants, table_labels
 
 from conftest import REPO
 

@@ -289,7 +289,7 @@ def _results_slice(config: dict, experiments: dict, variants=(), models=(), data
 
 
 def table_config(config: dict, target: str) -> dict:
-    """What tables_latex reads for one target: its experiments, their variants and models."""
+    """What make_table reads for one target: its experiments, their variants and models."""
     return _results_slice(config, target_experiments(config, target))
 
 
@@ -305,9 +305,3 @@ def report_config(config: dict) -> dict:
     """What the reproduction report reads: every experiment and the report's own settings."""
     return {**_results_slice(config, config["experiments"]), "report": config["report"]}
 
-
-def runnable_variants(config: dict):
-    """runnable(variant): whether its data can be made on every enabled dataset of ``config``
-    (a slice holds only the datasets its results are about)."""
-    datasets = [name for name, settings in config["datasets"].items() if settings["enabled"]]
-    return lambda name: all(Variant.of(config, name).runnable_on(config, dataset) for dataset in datasets)

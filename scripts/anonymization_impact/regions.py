@@ -1,4 +1,4 @@
-"""Face regions: raw face-detector boxes matched to the persons to anonymize (DESIGN section 2).
+"""Face regions: raw face-detector boxes matched to the persons to anonymize (docs/anonymization.md, "Regions").
 
 The paper's code (dp2 ``tools/anonymization/coco/annotate_faces.py``) keeps a detected face only
 if it can be assigned to one person instance: every (box, mask) pair with IoU above a small

@@ -14,7 +14,7 @@ from collections import Counter
 from .config import experiment_target
 from .errors import WorkflowInputError
 from .results import MISSING, NEEDS_WEIGHTS, RAN, experiment_columns, rows
-from .variants import GROUP_NAMES, Variant, row_names, table_labels  # noqa: F401 (row_names: the report's row names)
+from .variants import GROUP_NAMES, Variant, table_labels
 # column headers: plain text (report, JSON) and LaTeX
 METRIC_NAMES = {
     "AP": ("AP", "AP"),

@@ -193,3 +193,10 @@ def variant_names(config: dict, realistic: bool | None = None) -> list[str]:
     if realistic is None:
         return [ORIGINAL, *config["variants"]]
     return [name for name in config["variants"] if Variant.of(config, name).is_realistic == realistic]
+
+
+def runnable_variants(config: dict):
+    """runnable(variant): whether its data can be made on every enabled dataset of ``config``
+    (a slice holds only the datasets its results are about)."""
+    datasets = [name for name, settings in config["datasets"].items() if settings["enabled"]]
+    return lambda name: all(Variant.of(config, name).runnable_on(config, dataset) for dataset in datasets)

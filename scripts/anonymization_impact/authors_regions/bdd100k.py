@@ -97,7 +97,7 @@ def bdd100k_source_index(persons: dict, coco_annotations: dict | None = None) ->
     return index
 
 
-def bdd100k_keypoints(authors_keypoints: dict, persons: dict, coco_annotations: dict | None = None, *,
+def bdd100k_keypoints(import_authors_keypoints: dict, persons: dict, coco_annotations: dict | None = None, *,
                       score_threshold: float = AUTHORS_KEYPOINT_SCORE_THRESHOLD, max_misfit_fraction: float = DEFAULT_MAX_MISFIT) -> dict:
     """``person-keypoints/v1`` from BDD100K ``annotated_keypoints_{split}.json`` (visible: score > score_threshold,
     as the authors' reader with its 0.3).
@@ -113,14 +113,14 @@ def bdd100k_keypoints(authors_keypoints: dict, persons: dict, coco_annotations: 
 
     hint = ("Its keys are image ids of the authors' jsons/ins_seg_train_cocofmt.json; pass that file (BDD100K toolkit "
             "to_coco -m ins_seg from the label JSON) so that ids and instance order are not guessed.")
-    return convert_keypoints(authors_keypoints, persons, index, dataset="bdd100k", entries_of=entries_of,
+    return convert_keypoints(import_authors_keypoints, persons, index, dataset="bdd100k", entries_of=entries_of,
                              visible_if=">", score_threshold=score_threshold, require_all=False, max_misfit_fraction=max_misfit_fraction, hint=hint)
 
 
 def bdd100k_face_detections(authors_boxes: dict, persons: dict, coco_annotations: dict | None = None, *,
                             min_match_iou: float = AUTHORS_MIN_MATCH_IOU, max_misfit_fraction: float = DEFAULT_MAX_MISFIT) -> dict:
     """``face-detections/v1`` from BDD100K ``face_boxes_train.json``; scores set to 1.0 (not published). Every box
-    must match a person again with ``min_match_iou`` (the workflow's faces_match: config ``face_detection.min_match_iou``).
+    must match a person again with ``min_match_iou`` (the workflow's match_faces: config ``face_detection.min_match_iou``).
 
     coco_annotations: see :func:`bdd100k_source_index` (only its image ids are used here).
     """

@@ -120,7 +120,7 @@ def cityscapes_source_index(persons: dict, polygons: dict[str, dict] | None = No
     return index
 
 
-def cityscapes_keypoints(authors_keypoints: dict, persons: dict, polygons: dict[str, dict] | None = None, *,
+def cityscapes_keypoints(import_authors_keypoints: dict, persons: dict, polygons: dict[str, dict] | None = None, *,
                          score_threshold: float = AUTHORS_KEYPOINT_SCORE_THRESHOLD, max_misfit_fraction: float = DEFAULT_MAX_MISFIT) -> dict:
     """``person-keypoints/v1`` from Cityscapes ``annotated_keypoints_{split}.json`` (visible: score >= score_threshold,
     as the authors' reader with its 0.3).
@@ -134,14 +134,14 @@ def cityscapes_keypoints(authors_keypoints: dict, persons: dict, polygons: dict[
 
     hint = ("The file must list, per image, one entry per detectron2 person instance (reverse polygon-file order, "
             "crowd groups included); check that it is the file of this split and that the gtFine polygons are given.")
-    return convert_keypoints(authors_keypoints, persons, index, dataset="cityscapes", entries_of=entries_of,
+    return convert_keypoints(import_authors_keypoints, persons, index, dataset="cityscapes", entries_of=entries_of,
                              visible_if=">=", score_threshold=score_threshold, require_all=True, max_misfit_fraction=max_misfit_fraction, hint=hint)
 
 
 def cityscapes_face_detections(authors_boxes: dict, persons: dict, *, min_match_iou: float = AUTHORS_MIN_MATCH_IOU,
                                max_misfit_fraction: float = DEFAULT_MAX_MISFIT) -> dict:
     """``face-detections/v1`` from Cityscapes ``face_boxes_train.json`` (keys: image basenames); every box must
-    match a person again with ``min_match_iou`` (the workflow's faces_match: config ``face_detection.min_match_iou``)."""
+    match a person again with ``min_match_iou`` (the workflow's match_faces: config ``face_detection.min_match_iou``)."""
     index = cityscapes_source_index(persons)
     return convert_face_detections(authors_boxes, persons, index, dataset="cityscapes", min_match_iou=min_match_iou,
                                    max_misfit_fraction=max_misfit_fraction,

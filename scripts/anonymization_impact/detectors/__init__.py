@@ -1,4 +1,4 @@
-"""Region inputs from detectors: DSFD face boxes and ViTPose-H keypoints (DESIGN section 2).
+"""Region inputs from detectors: DSFD face boxes and ViTPose-H keypoints (docs/anonymization.md, "Regions").
 
 Two documents, one per rule (docs/detectors.md): ``face-detections/v1`` (:mod:`.dsfd`,
 :func:`detect_faces`) and ``person-keypoints/v1`` (:mod:`.vitpose`, :func:`keypoints_for_persons`);

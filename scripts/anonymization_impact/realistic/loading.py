@@ -14,7 +14,7 @@ from .generator import Generator, crop_tensors
 from .standin import StandinGenerator
 from .twin_renderer import TwinPersonRenderer
 
-# crop (height, width) of each generator role (DESIGN section 2)
+# crop (height, width) of each generator role (docs/anonymization.md, "Regions")
 ROLE_SIZES = {"face": FACE_SIZE, "face_hr": HR_FACE_SIZE, "body": BODY_SIZE}
 ROLE_REGIONS = {"face": "face", "face_hr": "face", "body": "body"}
 # the DeepPrivacy2 generator (realistic.deepprivacy2.GENERATORS) of each role

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..results import RAN, relative_drop_percent
-from ..tables import experiment_rows, is_synthetic, row_names
+from ..tables import experiment_rows, is_synthetic
+from ..variants import row_names
 from .published import published_number, published_row_name, published_value
 from .statistics import delta_test, summary_dict
 

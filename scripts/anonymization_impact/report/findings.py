@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from .. import TASKS
 from ..metrics import PERSON_CLASS
 from ..results import RAN, relative_drop_percent
-from ..tables import experiment_rows, row_names
+from ..tables import experiment_rows
+from ..variants import row_names
 from .published import published_number, published_row_name
 
 NOISE_LEVEL_AP = 1.0  # below it a relative change says little
