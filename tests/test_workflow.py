@@ -196,6 +196,17 @@ def test_tables_figures_and_report_on_the_twins(tmp_path):
     assert _job_counts(rerun) == {"make_table": "1", "table1": "1", "total": "2"}
     assert (root / "results" / "tables" / "table1.tex").read_text() == expected
 
+    # Editing a title reruns only what shows it (each result rule gets its slice of the config),
+    # plus the manifest that records the whole config and what contains it (report, archive).
+    def rerun_after(edit: dict) -> set[str]:
+        (tmp_path / "edit.yaml").write_text(yaml.safe_dump(edit))
+        planned = run_snakemake(tmp_path, "-n", "table1", "table4", "appendix", "fig8", "figures", "report", "write_archive", *overlay, str(tmp_path / "edit.yaml"))
+        assert planned.returncode == 0, planned.stderr[-3000:]
+        return set(_job_counts(planned)) - {"table1", "table4", "appendix", "fig8", "figures", "report", "total"}  # targets, always listed
+
+    assert rerun_after({"fig8": {"panels": {"cityscapes": {"title": "Another Fig. 8 title"}}}}) == {"plot_fig8", "write_manifest", "write_report", "write_archive"}
+    assert rerun_after({"experiments": {"table4": {"title": "Another Table 4 title"}}}) == {"make_table", "write_manifest", "write_report", "write_archive"}
+
 
 def _snapshot(root: Path) -> dict[str, tuple[str, int]]:
     """Content hash and mode of every path under root (directories included)."""
