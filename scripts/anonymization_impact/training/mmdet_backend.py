@@ -27,7 +27,8 @@ import numpy as np
 
 from ..errors import WorkflowInputError
 from ..io import decode_image, write_bytes_atomic
-from . import TrainingJob, kept_categories, missing_framework, model_zoo_mismatches
+from .common import kept_categories, missing_framework, model_zoo_mismatches
+from .job import TrainingJob
 from .predictions import coco_results
 
 # The paper ran MMDetection at commit b95583270c (its version could not be read here: the

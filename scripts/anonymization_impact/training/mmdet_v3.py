@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import TrainingJob, resolve_device
+from .common import resolve_device
+from .job import TrainingJob
 from .mmdet_backend import images_bgr, mmdet3_config, prepare, save_weights, weights_meta
 from .predictions import coco_results
 
