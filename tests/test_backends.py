@@ -33,7 +33,7 @@ from anonymization_impact.training import (
 from anonymization_impact.training.common import kept_categories
 from anonymization_impact.training.job import TrainingJob
 from anonymization_impact.training import detectron2_backend as d2
-from anonymization_impact.training import mmdet_backend as mm
+from anonymization_impact.training import mmdetection as mm
 
 from conftest import REPO, run_snakemake
 

@@ -44,9 +44,9 @@ def backend(name: str):
 
         return detectron2_backend
     if name == "mmdetection":
-        from . import mmdet_backend
+        from . import mmdetection
 
-        return mmdet_backend
+        return mmdetection
     raise WorkflowInputError(f"unknown training backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
