@@ -4,8 +4,8 @@ framework that is missing or a schedule a model zoo cannot express."""
 from __future__ import annotations
 
 from ..errors import WorkflowInputError
-# BACKEND_ENVS stays in the package (rules/common.smk reads it there); the package imports no module at its top, so
-# this is no import cycle.
+# BACKEND_ENVS stays in the package's __init__ (rules/common.smk reads it there), which imports its modules only inside
+# backend(): loading this module never meets a half-built package.
 from . import BACKEND_ENVS
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from ...errors import WorkflowInputError
 from ..common import missing_framework
 from ..job import TrainingJob
-from .common import (
+from .common import (  # noqa: F401 (the backend's API from when it was one module: backend("mmdetection").<name>)
     BDD100K_MODELS_COMMIT,
     BDD100K_ZOO,
     DEPTHS,
@@ -35,29 +35,6 @@ from .common import (
     trained_images,
     weights_meta,
 )
-
-# The backend's whole API, as it was when it was one module (callers and tests use it as `backend("mmdetection").<name>`).
-__all__ = [
-    "BDD100K_MODELS_COMMIT",
-    "BDD100K_ZOO",
-    "DEPTHS",
-    "MMCV_STEP_GAMMA",
-    "MMDETECTION_COMMIT",
-    "PAPER_CONFIG",
-    "PLUMBING_KEYS",
-    "ZOO_GPUS",
-    "epochs",
-    "images_bgr",
-    "mmdet2_config",
-    "mmdet2_results",
-    "mmdet3_config",
-    "predict",
-    "prepare",
-    "save_weights",
-    "train",
-    "trained_images",
-    "weights_meta",
-]
 
 
 def _api():
