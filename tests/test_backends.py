@@ -30,10 +30,10 @@ from anonymization_impact.training import (
     backend,
     init_weights_name,
 )
-from anonymization_impact.training.common import kept_categories
-from anonymization_impact.training.job import TrainingJob
 from anonymization_impact.training import detectron2_backend as d2
 from anonymization_impact.training import mmdetection as mm
+from anonymization_impact.training.common import kept_categories
+from anonymization_impact.training.job import TrainingJob
 
 from conftest import REPO, run_snakemake
 

@@ -18,8 +18,8 @@ from anonymization_impact.annotations import normalize_split
 from anonymization_impact.config import validate_config
 from anonymization_impact.errors import DatasetError, WorkflowInputError
 from anonymization_impact.io import write_json_atomic
-from anonymization_impact.training.job import TrainingJob
 from anonymization_impact.training import torchvision_backend as backend
+from anonymization_impact.training.job import TrainingJob
 from anonymization_impact.training.schedule import learning_rate
 from anonymization_impact.weights import verify_weights
 
