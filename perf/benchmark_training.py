@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from anonymization_impact.annotations import normalize_split  # noqa: E402
 from anonymization_impact.config import load_config  # noqa: E402
 from anonymization_impact.io import write_json_atomic  # noqa: E402
-from anonymization_impact.training import TrainingJob  # noqa: E402
+from anonymization_impact.training.job import TrainingJob  # noqa: E402
 from anonymization_impact.training import torchvision_backend as backend  # noqa: E402
 from anonymization_impact.twins import write_twin  # noqa: E402
 

@@ -343,7 +343,8 @@ def job_settings(config: dict) -> dict:
 def pretrain_backbone_here(inputs: Path, settings: dict, *, threads: int, iterations: int | None) -> dict:
     """Rule twins_pretrain_backbone's job on this CPU (its threads: the workflow's backbone bit
     for bit at the config's iterations): the initialization of the check's training runs."""
-    from anonymization_impact.training import TrainingJob, torchvision_backend
+    from anonymization_impact.training import torchvision_backend
+    from anonymization_impact.training.job import TrainingJob
 
     settings = copy.deepcopy(settings)
     if iterations:
@@ -523,7 +524,7 @@ class Check:
         return iterations * rate + extra
 
     def job(self, kind: str, name: str, *, device: str, amp: bool, iterations: int, threads: int, checkpoint_every: int | None = None):
-        from anonymization_impact.training import TrainingJob
+        from anonymization_impact.training.job import TrainingJob
 
         settings = copy.deepcopy(self.settings["jobs"][kind])
         settings["schedule"]["iterations"] = iterations

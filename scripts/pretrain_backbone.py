@@ -9,7 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from anonymization_impact.logs import logged
-from anonymization_impact.training import TrainingJob, torchvision_backend
+from anonymization_impact.training import torchvision_backend
+from anonymization_impact.training.job import TrainingJob
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     checkpoint_dir = Path(snakemake.params.checkpoint_dir)  # noqa: F821

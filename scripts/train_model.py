@@ -6,7 +6,8 @@ from tqdm import tqdm
 
 from anonymization_impact.io import write_json_atomic
 from anonymization_impact.logs import logged
-from anonymization_impact.training import TrainingJob, backend
+from anonymization_impact.training import backend
+from anonymization_impact.training.job import TrainingJob
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     settings = snakemake.params.job  # noqa: F821

@@ -27,13 +27,13 @@ from anonymization_impact.io import write_json_atomic
 from anonymization_impact.masks import decode, encode
 from anonymization_impact.training import (
     BACKEND_ENVS,
-    TrainingJob,
     backend,
     init_weights_name,
-    kept_categories,
 )
 from anonymization_impact.training import detectron2_backend as d2
-from anonymization_impact.training import mmdet_backend as mm
+from anonymization_impact.training import mmdetection as mm
+from anonymization_impact.training.common import kept_categories
+from anonymization_impact.training.job import TrainingJob
 
 from conftest import REPO, run_snakemake
 

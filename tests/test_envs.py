@@ -22,7 +22,7 @@ import yaml
 
 from anonymization_impact.training import BACKEND_ENVS
 from anonymization_impact.training.detectron2_backend import DETECTRON2_COMMIT, DETECTRON2_CURRENT_COMMIT
-from anonymization_impact.training.mmdet_backend import MMDETECTION_COMMIT
+from anonymization_impact.training.mmdetection.common import MMDETECTION_COMMIT
 
 from conftest import REPO
 
@@ -39,13 +39,13 @@ DETECTORS_ENV = "envs/detectors.yaml"
 UNSYNCED = {
     "envs/mmdetection-current.yaml": {"torch", "torchvision", "numpy"},  # mmcv 2.1.0 wheels: torch 2.1 (numpy < 2)
 }
-# The backend modules each backend's envs must serve (the other backends' are not imported there).
+# The backend modules each backend's envs must serve (the other backends' are not imported there), relative to TRAINING.
 BACKEND_MODULES = {
     "torchvision": {"torchvision_backend.py"},
     "detectron2": {"detectron2_backend.py"},
-    "mmdetection": {"mmdet_backend.py", "mmdet_v2.py", "mmdet_v3.py"},
+    "mmdetection": {"mmdetection/__init__.py", "mmdetection/common.py", "mmdetection/v2.py", "mmdetection/v3.py"},
 }
-STACK_MODULES = {("mmdetection", "paper"): {"mmdet_v3.py"}, ("mmdetection", "current"): {"mmdet_v2.py"}}  # left out
+STACK_MODULES = {("mmdetection", "paper"): {"mmdetection/v3.py"}, ("mmdetection", "current"): {"mmdetection/v2.py"}}  # left out
 # Import name -> distribution names that provide it (conda-forge name first).
 DISTRIBUTIONS = {
     "PIL": {"pillow"},

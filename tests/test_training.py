@@ -18,8 +18,8 @@ from anonymization_impact.annotations import normalize_split
 from anonymization_impact.config import validate_config
 from anonymization_impact.errors import DatasetError, WorkflowInputError
 from anonymization_impact.io import write_json_atomic
-from anonymization_impact.training import TrainingJob
 from anonymization_impact.training import torchvision_backend as backend
+from anonymization_impact.training.job import TrainingJob
 from anonymization_impact.training.schedule import learning_rate
 from anonymization_impact.weights import verify_weights
 
@@ -144,7 +144,7 @@ def _train_in_subprocess(job: TrainingJob) -> subprocess.Popen:
     arguments = {key: str(value) if isinstance(value, Path) else value for key, value in job.__dict__.items()}
     code = (
         "import json, sys; from pathlib import Path; sys.path.insert(0, 'scripts');"
-        "from anonymization_impact.training import TrainingJob;"
+        "from anonymization_impact.training.job import TrainingJob;"
         "from anonymization_impact.training import torchvision_backend as b;"
         "a = json.loads(sys.argv[1]);"
         "[a.__setitem__(k, Path(a[k])) for k in ('image_root', 'annotation', 'output', 'checkpoint_dir')];"

@@ -15,7 +15,7 @@ import torch
 from ..errors import DatasetError, WorkflowInputError
 from ..io import decode_image, read_json, require_file
 from ..masks import decode
-from . import kept_categories
+from .common import kept_categories
 
 # COCO keypoints: left/right pairs swapped by a horizontal flip.
 FLIP_PAIRS = [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)]

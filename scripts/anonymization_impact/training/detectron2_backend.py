@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import WorkflowInputError
 from ..io import decode_image, read_json, write_bytes_atomic
-from . import TrainingJob, kept_categories, missing_framework, model_zoo_mismatches, resolve_device
+from .common import kept_categories, missing_framework, model_zoo_mismatches, resolve_device
+from .job import TrainingJob
 from .predictions import coco_results
 
 log = logging.getLogger("anonymization_impact.training")

@@ -30,8 +30,8 @@ from torchvision.ops import FrozenBatchNorm2d
 from ..errors import WorkflowInputError
 from ..io import decode_image, write_bytes_atomic
 from ..masks import encode
-from . import TrainingJob
 from .data import DetectionSamples, batch_indices, flip_decision
+from .job import TrainingJob
 from .schedule import learning_rate
 
 log = logging.getLogger("anonymization_impact.training")

@@ -1,7 +1,7 @@
 """MMDetection 2.x (the paper's, envs/mmdetection.yaml): train and predict a mmdet2_config.
 
-Imported only by mmdet_backend once ``import mmdet`` worked and said 2.x. Never executed in
-this project (docs/training.md, "Never executed").
+Imported only by the backend (this package's ``__init__``) once ``import mmdet`` worked and said 2.x.
+Never executed in this project (docs/training.md, "Never executed").
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import TrainingJob, resolve_device
-from .mmdet_backend import images_bgr, mmdet2_results, prepare, save_weights, weights_meta
+from ..common import resolve_device
+from ..job import TrainingJob
+from .common import images_bgr, mmdet2_results, prepare, save_weights, weights_meta
 
 
 def train(job: TrainingJob, progress=None) -> dict:

@@ -1,7 +1,7 @@
 """MMDetection 3.x (envs/mmdetection-current.yaml): train and predict an mmdet3_config.
 
-Imported only by mmdet_backend once ``import mmdet`` worked and said 3.x. Never executed in
-this project (docs/training.md, "Never executed").
+Imported only by the backend (this package's ``__init__``) once ``import mmdet`` worked and said 3.x.
+Never executed in this project (docs/training.md, "Never executed").
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import TrainingJob, resolve_device
-from .mmdet_backend import images_bgr, mmdet3_config, prepare, save_weights, weights_meta
-from .predictions import coco_results
+from ..common import resolve_device
+from ..job import TrainingJob
+from ..predictions import coco_results
+from .common import images_bgr, mmdet3_config, prepare, save_weights, weights_meta
 
 
 def train(job: TrainingJob, progress=None) -> dict:

@@ -1,6 +1,5 @@
-"""The paper's MMDetection backend: BDD100K Mask R-CNN R50-FPN as BDD100K's model zoo defines it.
-
-Pure and tested without MMDetection (tests/test_backends.py):
+"""What the MMDetection backend's 2.x and 3.x halves share, all of it pure or framework-free and
+tested without MMDetection (tests/test_backends.py):
 
 * :data:`BDD100K_ZOO` - the merged config (``_base_`` files resolved) of BDD100K's
   ``ins_seg/configs/ins_seg/mask_rcnn_r50_fpn_{1x,3x}_ins_seg_bdd100k.py`` at
@@ -11,10 +10,11 @@ Pure and tested without MMDetection (tests/test_backends.py):
 * :func:`mmdet3_config` - the same run in MMDetection 3.x's format (envs/mmdetection-current.yaml).
 * :func:`epochs` - our iteration schedule as the epochs MMDetection's runner counts.
 * :func:`mmdet2_results` - MMDetection 2.x's per-class output -> our COCO results.
+* :func:`prepare`, :func:`save_weights`, :func:`weights_meta`, :func:`images_bgr` - the job's
+  config and classes, the weights file and its metadata, the images as mmcv reads them.
 
-:func:`train` and :func:`predict` import MMDetection and dispatch to ``mmdet_v2`` (the paper's
-2.x API) or ``mmdet_v3``; without it they raise WorkflowInputError naming the envs. They have
-never been executed in this project (docs/training.md, "Never executed").
+The backend itself (``train`` / ``predict`` and the choice of 2.x or 3.x) is this package's
+``__init__``; it imports ``v2`` or ``v3``, which import this module, never the other way.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WorkflowInputError
-from ..io import decode_image, write_bytes_atomic
-from . import TrainingJob, kept_categories, missing_framework, model_zoo_mismatches
-from .predictions import coco_results
+from ...errors import WorkflowInputError
+from ...io import decode_image, read_json, write_bytes_atomic
+from ..common import kept_categories, model_zoo_mismatches
+from ..job import TrainingJob
+from ..predictions import coco_results
 
 # The paper ran MMDetection at commit b95583270c (its version could not be read here: the
 # repository snapshot is over this project's size limit). BDD100K's configs are MMDetection 2.x
@@ -434,31 +435,11 @@ def mmdet2_results(image_id: int, bbox_results, segm_results, category_ids: list
     return coco_results(image_id, stacked[:, :4], stacked[:, 4], labels, category_ids, masks=masks if segm_results is not None else None)
 
 
-# --------------------------------------------------------------------------- MMDetection itself
-
-
-def _api():
-    """The module that speaks the installed MMDetection's API (2.x: the paper's; 3.x: current)."""
-    try:
-        import mmdet
-    except ImportError as error:
-        raise missing_framework("mmdetection", error) from None
-    major = mmdet.__version__.split(".")[0]
-    if major == "2":
-        from . import mmdet_v2
-
-        return mmdet_v2
-    if major == "3":
-        from . import mmdet_v3
-
-        return mmdet_v3
-    raise WorkflowInputError(f"MMDetection {mmdet.__version__} is installed; this backend speaks 2.x (envs/mmdetection.yaml) and 3.x (envs/mmdetection-current.yaml)")
+# --------------------------------------------------------------------------- shared by the 2.x and 3.x train / predict
 
 
 def prepare(job: TrainingJob, device: str) -> tuple[dict, list[dict]]:
     """The 2.x config of ``job`` and the categories it trains (reads the annotation)."""
-    from ..io import read_json
-
     document = read_json(job.annotation)
     categories = kept_categories(document["categories"], job.task, job.exclude_classes)
     if job.task != "instance_segmentation":
@@ -503,12 +484,3 @@ def images_bgr(annotation: dict, image_root: Path, progress=None):
     for image in progress(images) if progress else images:
         pixels, _, _ = decode_image(Path(image_root) / image["file_name"])
         yield image, np.ascontiguousarray(pixels[:, :, ::-1])
-
-
-def train(job: TrainingJob, progress=None) -> dict:
-    """Train (or resume from its work dir) ``job`` with MMDetection; writes ``job.output``."""
-    return _api().train(job, progress)
-
-
-def predict(weights: Path, annotation: dict, image_root: Path, *, device: str = "auto", threads: int = 2, progress=None) -> list[dict]:
-    return _api().predict(weights, annotation, image_root, device=device, threads=threads, progress=progress)
