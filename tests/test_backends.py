@@ -25,11 +25,8 @@ from anonymization_impact.config import load_config, validate_config
 from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.io import write_json_atomic
 from anonymization_impact.masks import decode, encode
-from anonymization_impact.training import (
-    BACKEND_ENVS,
-    backend,
-    init_weights_name,
-)
+from anonymization_impact.plan import init_weights_name
+from anonymization_impact.training import BACKEND_ENVS, backend
 from anonymization_impact.training import detectron2_backend as d2
 from anonymization_impact.training import mmdetection as mm
 from anonymization_impact.training.common import kept_categories

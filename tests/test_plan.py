@@ -66,12 +66,6 @@ def test_training_job_settings(config):
         plan.init_weights(paper, "cityscapes", "mask_rcnn_r50_fpn", PRETRAINED)
 
 
-def test_pretraining_trains_every_stage_from_scratch(config):
-    job = plan.pretraining_job_settings(config, "resnet10")
-    assert job["schedule"]["init"] == "scratch" and job["schedule"]["trainable_backbone_layers"] == 5
-    assert job["schedule"]["iterations"] == config["synthetic"]["pretraining"]["iterations"] and job["init_weights"] is None
-
-
 def test_region_sources(config):
     assert [plan.face_detections_source(config, d) for d in ("coco", "cityscapes")] == ["twin", "twin"]
     paper = real(config, "coco", "cityscapes", "bdd100k")

@@ -236,7 +236,7 @@ def test_predictions_are_coco_results_on_every_validation_image(twins, annotatio
 
 
 def test_pretraining_job_is_the_twins_schedule_from_scratch_with_every_stage_trained():
-    from anonymization_impact.training import pretraining_job_settings
+    from anonymization_impact.plan import pretraining_job_settings
 
     config = validate_config({"synthetic": {"pretraining": {"seed": 7, "images": 10, "iterations": 40, "base_lr": 0.05}}})
     job = pretraining_job_settings(config, "resnet10")

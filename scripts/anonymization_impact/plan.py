@@ -12,9 +12,17 @@ from typing import NamedTuple
 
 from .config import enabled_datasets, experiment_target, fig8_variant
 from .errors import WorkflowInputError
-from .training import BACKEND_ENVS, init_weights_name
+from .training import BACKEND_ENVS
 from .variants import Variant
 
+# detectron2's model zoo has ImageNet weights (MSRA's) and COCO Mask R-CNNs for these depths
+# only; other depths start from torchvision's ImageNet ResNet, converted when training.
+DETECTRON2_ZOO_WEIGHTS = {
+    ("imagenet", "resnet50"): "resnet50_imagenet_msra",
+    ("imagenet", "resnet101"): "resnet101_imagenet_msra",
+    ("coco", "resnet50"): "mask_rcnn_r50_fpn_coco_detectron2",
+    ("coco", "resnet101"): "mask_rcnn_r101_fpn_coco_detectron2",
+}
 # run time of a deeper backbone relative to ResNet-50 (its share of the FLOPs of an R-CNN)
 DEPTH_RUNTIME_FACTOR = {"resnet101": 1.5, "resnet152": 2.0}
 
@@ -59,6 +67,26 @@ def training_runtime_minutes(config: dict, dataset: str, model: str) -> int:
     """SLURM runtime of one training run: its schedule's estimate, scaled by depth."""
     minutes = config["training"]["runtime_minutes"][schedule_name(config, dataset)]
     return int(minutes * DEPTH_RUNTIME_FACTOR.get(config["models"][model]["backbone"], 1.0))
+
+
+
+def init_weights_name(backend_name: str, init: str, backbone: str) -> str:
+    """Name of the `weights` entry a run starts from (init imagenet or coco).
+
+    torchvision and MMDetection (its ``torchvision://`` ResNets are these files) start from
+    torchvision's ImageNet ResNets; detectron2 from its model zoo's files where it has them
+    (MSRA ResNet-50 / 101; the COCO Mask R-CNN R50 / R101 of its Cityscapes config), from
+    torchvision's otherwise (ResNet-152: no zoo file, so a coco init falls back to ImageNet).
+    """
+    if init == "coco" and backend_name != "detectron2":
+        raise WorkflowInputError(
+            f"schedule init 'coco' (a COCO-trained Mask R-CNN) is only available with the detectron2 backend, "
+            f"not {backend_name}; set the schedule's init to imagenet or the backend to detectron2"
+        )
+    if backend_name == "detectron2":
+        if (init, backbone) in DETECTRON2_ZOO_WEIGHTS:
+            return DETECTRON2_ZOO_WEIGHTS[(init, backbone)]
+    return f"{backbone}_imagenet"
 
 
 def init_weights(config: dict, dataset: str, model: str, pretrained_backbone: str) -> dict | None:
