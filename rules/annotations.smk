@@ -16,6 +16,6 @@ rule normalize_annotations:
         "../envs/data.yaml"
     params:
         root=get_dataset_root,
-        verify_images=dataset_setting("verify_images"),
+        verify_images=lookup("datasets/{dataset}/verify_images", within=config),
     script:
         "../scripts/normalize_annotations.py"

@@ -14,11 +14,10 @@ from anonymization_impact.config import (
     enabled_datasets,
     validate_config,
 )
-from anonymization_impact.datasets import reader
 from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.realistic import DP2_COMMIT, DP2_REPOSITORY
 from anonymization_impact.variants import Variant, variant_names
-from anonymization_impact.weights import fetch_instructions
+from anonymization_impact.weights import entry_for_file, placed_weights
 
 try:
     _validated = validate_config(config)
@@ -55,16 +54,8 @@ def _variant(wildcards):
 
 
 def raw_dataset_files(dataset, splits):
-    """The files a job reading `splits` of a dataset depends on: the generated twin, or the
-    real dataset's annotation files / directories."""
-    if config["datasets"][dataset]["synthetic"]:
-        return [rules.generate_twin.output.root.format(dataset=dataset)]
-    root = dataset_root(config, dataset)
-    return [
-        str(path)
-        for split in splits
-        for path in reader(dataset).raw_inputs(root, split)
-    ]
+    twin = rules.generate_twin.output.root
+    return plan.raw_dataset_files(config, dataset, splits, twin)
 
 
 def get_raw_dataset_inputs(wildcards):
@@ -74,11 +65,6 @@ def get_raw_dataset_inputs(wildcards):
 
 def get_dataset_root(wildcards):
     return str(dataset_root(config, wildcards.dataset))
-
-
-def dataset_setting(key):
-    """Params function: the dataset's own `datasets.<dataset>.<key>`."""
-    return lambda wildcards: config["datasets"][wildcards.dataset][key]
 
 
 def persons_file(dataset, split="train"):
@@ -133,25 +119,9 @@ def get_face_detections(wildcards):
     return path.format(dataset=dataset)
 
 
-def placed_weights(name, named_by):
-    """A weights entry, refusing before any job runs a file placed by hand whose size is wrong."""
-    entry = config["weights"].get(name)
-    if entry is None:
-        raise WorkflowInputError(
-            f"config key 'weights.{name}' is missing: {named_by} names it"
-        )
-    path = Path(entry["path"])
-    if entry.get("size") and path.is_file() and path.stat().st_size != entry["size"]:
-        raise WorkflowInputError(
-            f"weights '{name}' at {path} have {path.stat().st_size} bytes, expected "
-            f"{entry['size']}: delete the file and {fetch_instructions(name, entry)}"
-        )
-    return {"name": name, **entry}
-
-
 def detector_weights(section):
     """The `weights` entry named by `<section>.weights` (DSFD, ViTPose-H)."""
-    return placed_weights(config[section]["weights"], f"{section}.weights")
+    return placed_weights(config, config[section]["weights"], f"{section}.weights")
 
 
 def get_detector_weights(section):
@@ -161,24 +131,11 @@ def get_detector_weights(section):
 
 def authors_inputs(kind):
     """Input function of an import rule: persons.json and the authors' `kind` file ("faces"
-    or "keypoints", the input's name), which must have been placed in the dataset root.
-    """
-
-    def inputs(wildcards):
-        root = dataset_root(config, wildcards.dataset)
-        name = config["regions"]["authors_files"][wildcards.dataset].get(kind)
-        if name is None or not (root / name).is_file():
-            raise WorkflowInputError(
-                f"regions.source.{wildcards.dataset} is 'authors' but the authors' {kind} "
-                f"file {root / (name or '?')} is missing: download it (links in "
-                f"docs/authors-regions.md) or set regions.source.{wildcards.dataset}: detectors"
-            )
-        return {
-            "persons": persons_file(wildcards.dataset),
-            kind: str(root / name),
-        }
-
-    return inputs
+    or "keypoints", the input's name)."""
+    return lambda wildcards: {
+        "persons": persons_file(wildcards.dataset),
+        kind: plan.authors_file(config, wildcards.dataset, kind),
+    }
 
 
 # ------------------------------------------------------------------------------ anonymized trees
@@ -188,7 +145,9 @@ def generator_weight_files(dataset, variant):
     """{weights_<role>: path} of a realistic variant's DeepPrivacy2 generators (none on a twin);
     a missing file is fetched by the local rule download_weights."""
     return {
-        f"weights_{role}": placed_weights(name, f"realistic.weights.{role}")["path"]
+        f"weights_{role}": placed_weights(config, name, f"realistic.weights.{role}")[
+            "path"
+        ]
         for role, name in plan.generator_weights(config, dataset, variant).items()
     }
 
@@ -261,12 +220,9 @@ def get_training_env(wildcards):
     return f"../{plan.training_env(config, wildcards.dataset, wildcards.model)}"
 
 
-def get_training_backend(wildcards):
-    return plan.training_backend(config, wildcards.dataset, wildcards.model)
-
-
-def get_training_runtime(wildcards):
-    return plan.training_runtime_minutes(config, wildcards.dataset, wildcards.model)
+def run_answer(answer):
+    """Input / params function: the plan's `answer(config, dataset, model)` for the job's run."""
+    return lambda wildcards: answer(config, wildcards.dataset, wildcards.model)
 
 
 def initial_weights(dataset, model):
@@ -309,13 +265,7 @@ def get_pretraining_job_settings(wildcards):
 
 
 def get_weights_entry(wildcards):
-    target = Path("resources/weights", wildcards.filename)
-    for name, entry in config["weights"].items():
-        if Path(entry["path"]) == target:
-            return {"name": name, **entry}
-    raise WorkflowInputError(
-        f"no entry of 'weights' has the file name {wildcards.filename!r}"
-    )
+    return entry_for_file(config, f"resources/weights/{wildcards.filename}")
 
 
 def get_task(wildcards):
@@ -367,11 +317,6 @@ def get_qualitative_variants(wildcards):
         name: Variant.of(config, name).settings
         for name in plan.dataset_variants(config, wildcards.dataset)
     }
-
-
-def qualitative_setting(key):
-    """Params function: `qualitative.<key>.<dataset>`."""
-    return lambda wildcards: config["qualitative"][key][wildcards.dataset]
 
 
 def get_qualitative_targets():

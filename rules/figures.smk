@@ -69,7 +69,7 @@ rule plot_qualitative:
     params:
         raw_root=get_dataset_root,
         variants=get_qualitative_variants,
-        image=qualitative_setting("images"),
-        blur_faces=qualitative_setting("blur_original_faces"),
+        image=lookup("qualitative/images/{dataset}", within=config),
+        blur_faces=lookup("qualitative/blur_original_faces/{dataset}", within=config),
     script:
         "../scripts/plot_qualitative.py"

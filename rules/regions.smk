@@ -15,9 +15,7 @@ rule match_faces:
     conda:
         "../envs/anonymize.yaml"
     params:
-        confidence=lambda wildcards: config["face_detection"]["confidence"][
-            wildcards.dataset
-        ],
+        confidence=lookup("face_detection/confidence/{dataset}", within=config),
         min_iou=config["face_detection"]["min_match_iou"],
     script:
         "../scripts/match_faces.py"
@@ -85,7 +83,7 @@ rule import_authors_face_detections:
         "../envs/anonymize.yaml"
     params:
         root=get_dataset_root,
-        files=lambda wildcards: config["regions"]["authors_files"][wildcards.dataset],
+        files=lookup("regions/authors_files/{dataset}", within=config),
         max_misfit_fraction=config["regions"]["max_misfit_fraction"],
         # our own thresholds: face boxes must match again as match_faces will match them,
         # keypoints are visible as this workflow decides

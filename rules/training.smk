@@ -30,7 +30,7 @@ rule train_model:
         get_training_env
     threads: config["training"]["threads"]
     resources:
-        runtime=get_training_runtime,
+        runtime=run_answer(plan.training_runtime_minutes),
     params:
         image_root=get_training_image_root,
         job=get_training_job_settings,
@@ -58,7 +58,7 @@ rule predict:
     params:
         root=get_dataset_root,
         device=config["training"]["device"],
-        backend=get_training_backend,
+        backend=run_answer(plan.training_backend),
     script:
         "../scripts/predict.py"
 
@@ -82,6 +82,6 @@ rule evaluate:
     params:
         root=get_dataset_root,
         task=get_task,
-        synthetic=dataset_setting("synthetic"),
+        synthetic=lookup("datasets/{dataset}/synthetic", within=config),
     script:
         "../scripts/evaluate.py"

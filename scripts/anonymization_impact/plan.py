@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .config import enabled_datasets, experiment_target, fig8_variant
+from .config import dataset_root, enabled_datasets, experiment_target, fig8_variant
+from .datasets import reader
 from .errors import WorkflowInputError
 from .training import BACKEND_ENVS
 from .variants import Variant
@@ -209,6 +210,32 @@ def initial_weights_of_runs(config: dict, pretrained_backbone: str) -> list[str]
     """The weight files the metric runs start from (none for runs from scratch)."""
     entries = (init_weights(config, run.dataset, run.model, pretrained_backbone) for run in metric_runs(config))
     return sorted({entry["path"] for entry in entries if entry})
+
+
+# --------------------------------------------------------------------------------- raw inputs
+
+
+def raw_dataset_files(config: dict, dataset: str, splits, twin_root: str) -> list[str]:
+    """The files a job reading ``splits`` of a dataset depends on: its generated twin
+    (``twin_root``, a path pattern with ``{dataset}``), or the real dataset's annotation files
+    and directories (paths only: building the DAG never reads a dataset)."""
+    if config["datasets"][dataset]["synthetic"]:
+        return [twin_root.format(dataset=dataset)]
+    root = dataset_root(config, dataset)
+    return [str(path) for split in splits for path in reader(dataset).raw_inputs(root, split)]
+
+
+def authors_file(config: dict, dataset: str, kind: str) -> str:
+    """The authors' published ``kind`` file ("faces" or "keypoints") of a real dataset, which the
+    user places in the dataset root (docs/authors-regions.md)."""
+    root = dataset_root(config, dataset)
+    name = config["regions"]["authors_files"][dataset].get(kind)
+    if name is None or not (root / name).is_file():
+        raise WorkflowInputError(
+            f"regions.source.{dataset} is 'authors' but the authors' {kind} file {root / (name or '?')} is missing: "
+            f"download it (links in docs/authors-regions.md) or set regions.source.{dataset}: detectors"
+        )
+    return str(root / name)
 
 
 # --------------------------------------------------------------------------------- trees and regions

@@ -58,3 +58,27 @@ def verify_weights(name: str, entry: dict) -> Path:
             f"or another release; delete it and {fetch_instructions(name, entry)}"
         )
     return path
+
+
+def placed_weights(config: dict, name: str, named_by: str) -> dict:
+    """The `weights` entry ``name`` (with its name), refusing while the DAG is built a file placed
+    by hand whose size is known and wrong; ``named_by`` is the config key that names it."""
+    entry = config["weights"].get(name)
+    if entry is None:
+        raise WorkflowInputError(f"config key 'weights.{name}' is missing: {named_by} names it")
+    path = Path(entry["path"])
+    if entry.get("size") and path.is_file() and path.stat().st_size != entry["size"]:
+        raise WorkflowInputError(
+            f"weights '{name}' at {path} have {path.stat().st_size} bytes, expected {entry['size']}: "
+            f"delete the file and {fetch_instructions(name, entry)}"
+        )
+    return {"name": name, **entry}
+
+
+def entry_for_file(config: dict, path: str) -> dict:
+    """The `weights` entry (with its name) whose file is ``path``, for the download rule."""
+    for name, entry in config["weights"].items():
+        if Path(entry["path"]) == Path(path):
+            return {"name": name, **entry}
+    raise WorkflowInputError(f"no entry of config key 'weights' has the file {path}")
+
