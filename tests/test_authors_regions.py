@@ -554,6 +554,17 @@ def test_keypoint_documents_pass_the_body_pipelines_reader(cityscapes, bdd100k):
 # what the import rules call: the files read from a dataset root
 
 
+def _cityscapes_root_with_keypoints(tmp_path, polygons):
+    """A Cityscapes root holding the polygon files the alignment reads and the authors' keypoints."""
+    root = tmp_path / "cityscapes"
+    for file_name, document in polygons.items():
+        path = root / ar.cityscapes_polygons_file(file_name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document))
+    (root / "annotated_keypoints_train.json").write_text(json.dumps(city_keypoints()))
+    return root
+
+
 def test_the_rule_entry_reads_the_files_the_alignment_needs(coco, cityscapes, tmp_path):
     persons, person_keypoints = coco
     (tmp_path / "coco" / "annotations").mkdir(parents=True)
@@ -563,12 +574,7 @@ def test_the_rule_entry_reads_the_files_the_alignment_needs(coco, cityscapes, tm
     assert ar.import_authors_regions("faces", "coco", tmp_path / "coco", persons, files) == ar.coco_face_regions(coco_boxes(), persons, person_keypoints)
 
     city_persons, polygons = cityscapes
-    root = tmp_path / "cityscapes"
-    for file_name, document in polygons.items():
-        path = root / ar.cityscapes_polygons_file(file_name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(document))
-    (root / "annotated_keypoints_train.json").write_text(json.dumps(city_keypoints()))
+    root = _cityscapes_root_with_keypoints(tmp_path, polygons)
     files = {"faces": "face_boxes_train.json", "keypoints": "annotated_keypoints_train.json"}
     imported = ar.import_authors_regions("keypoints", "cityscapes", root, city_persons, files)
     assert imported == ar.cityscapes_keypoints(city_keypoints(), city_persons, polygons)
@@ -581,12 +587,7 @@ def test_the_rule_entry_reads_the_files_the_alignment_needs(coco, cityscapes, tm
 
 def test_the_rule_entry_applies_this_workflows_keypoint_threshold(cityscapes, tmp_path):
     city_persons, polygons = cityscapes
-    root = tmp_path / "cityscapes"
-    for file_name, document in polygons.items():
-        path = root / ar.cityscapes_polygons_file(file_name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(document))
-    (root / "annotated_keypoints_train.json").write_text(json.dumps(city_keypoints()))
+    root = _cityscapes_root_with_keypoints(tmp_path, polygons)
     files = {"keypoints": "annotated_keypoints_train.json"}
 
     def visible(document):
