@@ -11,12 +11,13 @@ Three modes, from the repository root:
 twin made by the current code, its normalized annotations, the simulated keypoints of its
 training persons, the backbone-pretraining images, the twins' pre-trained ResNet-10 backbone
 (rule pretrain_backbone's job, run here on the CPU with the config's 800 iterations, ~1.5 min)
-and ``settings.json``, the validated config values the check needs (the device has neither
-jsonschema, cityscapesscripts nor snakemake). The check calls the same
-package functions as the rules (pretrain_backbone, train_model, predict,
-anonymize_shard_realistic), never snakemake. Where pycocotools is missing (the device) a
-pure-Python RLE codec stands in for ``pycocotools.mask`` (``--prepare`` proves it equal to
-pycocotools on every mask of the inputs).
+and ``settings.json``: the training, pretraining and generator settings the workflow's plan
+gives the rules (``anonymization_impact.plan``; the device has neither jsonschema,
+cityscapesscripts nor snakemake, so only --prepare plans) and the config values the check
+needs. The check calls the same package functions as the rules (pretrain_backbone,
+train_model, predict, anonymize_shard_realistic), never snakemake. Where pycocotools is missing
+(the device) a pure-Python RLE codec stands in for ``pycocotools.mask`` (``--prepare`` proves
+it equal to pycocotools on every mask of the inputs).
 
 Sections (each caught and reported on its own; JSON lines on stdout, progress on stderr,
 ``OUTDIR/summary.json`` at the end; exit status 1 if a section raised, e.g. a non-finite loss,

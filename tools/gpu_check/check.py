@@ -116,7 +116,8 @@ class Check:
         if checkpoint_every:
             settings["checkpoint_every"] = checkpoint_every
         if kind == "train":
-            settings["init_weights"]["path"] = str(self.backbone)
+            if settings["init_weights"]:  # None: the schedule trains from scratch
+                settings["init_weights"]["path"] = str(self.backbone)
             image_root, annotation = self.inputs / "cityscapes", self.inputs / "annotations" / "train" / "instances.json"
         else:
             image_root, annotation = self.inputs / "pretraining" / "coco", self.inputs / "pretraining" / "instances.json"

@@ -8,32 +8,32 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from . import MODEL, REPO, VARIANTS
+from . import DATASET, MODEL, REPO, SEED, VARIANTS
 from .coco_mask import check_against_pycocotools
 from .reporting import Report
 
+# rule pretrain_backbone's output, which the plan makes a twin run start from
+WORKFLOW_BACKBONE = "resources/twins/pretraining/{backbone}.pth"
+
 
 def job_settings(config: dict) -> dict:
-    """What rules/common.smk's get_training_job_settings / get_pretraining_job_settings give the
-    twins' mask_rcnn_r50_fpn seed 0 and its backbone's pretraining (Cityscapes twin)."""
-    from anonymization_impact.training import pretraining_job_settings
+    """The plan's train_model job of the twins' mask_rcnn_r50_fpn seed 0 on the Cityscapes twin and
+    its backbone's pretrain_backbone job, as the rules get them; only the initial weights' path differs."""
+    from anonymization_impact import plan
 
-    model = config["models"][MODEL]
-    schedule = config["training"]["synthetic"]  # a twin trains with the synthetic schedule
-    backbone = schedule["backbones"].get(model["backbone"], model["backbone"])
-    training = config["training"]
-    train = {
-        "backend": model["backend"] or training["backends"]["synthetic"],
-        "architecture": model["architecture"],
-        "backbone": backbone,
-        "schedule": schedule,
-        "seed": 0,
-        "checkpoint_every": training["checkpoint_every"],
-        "device": training["device"],
-        "amp": training["amp"],
-        "init_weights": {"name": f"{backbone} pre-trained on the twins' pretraining images", "path": None, "sha256": None, "url": None},
-    }
-    return {"train": train, "pretrain": pretraining_job_settings(config, backbone)}
+    train = plan.training_job_settings(config, DATASET, MODEL, SEED, WORKFLOW_BACKBONE)
+    if train["init_weights"]:
+        # the check carries its own pre-trained backbone (pretrain_backbone_here, or the pretrain
+        # section's): not the workflow's file; the device puts its path in (Check.job)
+        train["init_weights"] = {**train["init_weights"], "path": None}
+    return {"train": train, "pretrain": plan.pretraining_job_settings(config, train["backbone"])}
+
+
+def generator_settings(config: dict) -> dict:
+    """The plan's generator settings of the realistic variants the check runs (anonymize_shard_realistic's)."""
+    from anonymization_impact import plan
+
+    return {name: plan.generator_settings(config, DATASET, name) for name in VARIANTS}
 
 
 def pretrain_backbone_here(report: Report, inputs: Path, settings: dict, *, threads: int, iterations: int | None) -> dict:
@@ -101,6 +101,7 @@ def prepare(report: Report, inputs: Path, pretrain_iterations: int | None = None
         "jobs": jobs,
         "backbone": backbone,
         "variants": {name: config["variants"][name] for name in VARIANTS},
+        "generators": generator_settings(config),
         "realistic": config["realistic"],
         "anonymization": config["anonymization"],
         "rle_check": rle,

@@ -8,12 +8,15 @@ import logging
 import sys
 import time
 import traceback
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from . import VARIANTS
 from .check import Check
+
+if TYPE_CHECKING:
+    from anonymization_impact.variants import Variant
 
 
 class Sample(NamedTuple):
@@ -55,21 +58,24 @@ def choose_sample(check: Check) -> Sample:
 def realistic(check: Check) -> dict:
     import torch
 
+    from anonymization_impact.variants import Variant
+
     torch.use_deterministic_algorithms(False)  # anonymize_shard runs in a process of its own in the workflow
     sample = choose_sample(check)
     devices = ["cpu", "cuda"] if check.cuda else ["cpu"]
     torch_device = {"cpu": "cpu", "cuda": check.gpu}
-    settings = check.settings["realistic"]
+    configured = check.settings["realistic"]
     outputs, report = {}, {"images": len(sample.chosen), "persons": sample.n_persons, "cpu_threads": check.args.cpu_threads,
-                           "generator": settings["synthetic_generator"], "config_realistic_device": settings["device"]}
+                           "generator": configured["synthetic_generator"], "config_realistic_device": configured["device"]}
     problems = []
     for name in VARIANTS:
-        variant = copy.deepcopy(check.settings["variants"][name])
+        options = copy.deepcopy(check.settings["variants"][name])
         if check.args.hmlo_steps is not None:
-            variant["hmlo_steps"] = check.args.hmlo_steps
+            options["hmlo_steps"] = check.args.hmlo_steps
+        variant = Variant(name, options)
         for device in devices:
             try:  # one failing (variant, device) must not hide the others
-                entry, outputs[(name, device)] = anonymize(check, name, variant, device, torch_device[device], sample)
+                entry, outputs[(name, device)] = anonymize(check, variant, device, torch_device[device], sample)
             except Exception as error:  # noqa: BLE001
                 problems.append(f"{name} on {device}: {type(error).__name__}: {error}")
                 entry = {"error": problems[-1][:2000], "traceback": traceback.format_exc()[-3000:]}
@@ -99,25 +105,23 @@ def realistic(check: Check) -> dict:
     return report
 
 
-def anonymize(check: Check, name: str, variant: dict, device: str, torch_device: str, sample: Sample) -> tuple[dict, dict]:
+def anonymize(check: Check, variant: Variant, device: str, torch_device: str, sample: Sample) -> tuple[dict, dict]:
     """anonymize_shard_realistic's calls (prepare_generators, build_realistic, anonymize_shard)
     on the sample, every synthesis timed; the output images checked."""
     import torch
 
     from anonymization_impact.io import decode_image
-    from anonymization_impact.realistic import effective_truncation
     from anonymization_impact.realistic.loading import prepare_generators
     from anonymization_impact.realistic.method import build_realistic
     from anonymization_impact.trees import anonymize_shard
 
-    realistic, anonymization = check.settings["realistic"], check.settings["anonymization"]
-    roles = ["body"] if variant["region"] == "body" else ["face"]
+    anonymization = check.settings["anonymization"]
     torch.set_num_threads(check.args.cpu_threads)
-    settings = {"kind": realistic["synthetic_generator"], "roles": roles, "device": torch_device, "standin_seed": realistic["standin_seed"]}
+    settings = {**check.settings["generators"][variant.name], "device": torch_device}
     started = time.perf_counter()
     generators, resolved = prepare_generators(settings, {}, None, sample.n_persons, logging.getLogger("gpu_check.realistic"))
     loaded = time.perf_counter() - started
-    method = build_realistic(variant, generators, resolved)
+    method = build_realistic(variant.settings, generators, resolved)
     timings, finite = [], []
     synthesize = method.synthesize
 
@@ -129,10 +133,10 @@ def anonymize(check: Check, name: str, variant: dict, device: str, torch_device:
         return pixels
 
     method.synthesize = timed
-    directory = check.work / "realistic" / name / device
-    check.report.say(f"{name} on {device}: {len(sample.chosen)} images, {sample.n_persons} persons")
+    directory = check.work / "realistic" / variant.name / device
+    check.report.say(f"{variant.name} on {device}: {len(sample.chosen)} images, {sample.n_persons} persons")
     started = time.perf_counter()
-    audit = anonymize_shard(root=check.inputs / "cityscapes", persons=sample.persons, faces=None, variant=variant, method=method, shard=0, shards=1,
+    audit = anonymize_shard(root=check.inputs / "cityscapes", persons=sample.persons, faces=None, variant=variant.settings, method=method, shard=0, shards=1,
                             output_dir=directory, leak_check_images=anonymization["leak_check_images"],
                             hide_pending=anonymization["pending_regions"] == "hidden")
     seconds = time.perf_counter() - started
@@ -144,8 +148,8 @@ def anonymize(check: Check, name: str, variant: dict, device: str, torch_device:
         outside_changed += int(np.any(pixels != original, axis=-1)[~union].sum())
         inside_changed.append(float(np.any(pixels != original, axis=-1)[union].mean()))
         images[image["file_name"]] = pixels
-    entry = {"resolved_device": resolved, "truncation": effective_truncation(variant), "postprocess": variant["postprocess"],
-             "hmlo_steps_max": variant["hmlo_steps"], "generator_load_s": round(loaded, 2), "shard_s": round(seconds, 2),
+    entry = {"resolved_device": resolved, "truncation": variant.truncation, "postprocess": variant.settings["postprocess"],
+             "hmlo_steps_max": variant.settings["hmlo_steps"], "generator_load_s": round(loaded, 2), "shard_s": round(seconds, 2),
              "syntheses": len(timings), "s_per_person_mean": float(np.mean(timings)), "s_per_person_median": float(np.median(timings)),
              "s_first_person": float(timings[0]) if timings else None, "all_finite_in_0_255": all(finite),
              "pixels_changed_outside_regions": outside_changed, "region_fraction_changed_mean": float(np.mean(inside_changed)),
