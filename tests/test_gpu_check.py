@@ -34,7 +34,8 @@ def masks() -> list[np.ndarray]:
     pixel[4, 6] = 1
     block = np.zeros((120, 90), np.uint8)
     block[30:100, 5:80] = 1
-    found = [np.zeros((5, 7), np.uint8), np.ones((6, 3), np.uint8), np.ones((1, 1), np.uint8), pixel, (np.indices((13, 17)).sum(axis=0) % 2).astype(np.uint8), block]
+    checkerboard = (np.indices((13, 17)).sum(axis=0) % 2).astype(np.uint8)
+    found = [np.zeros((5, 7), np.uint8), np.ones((6, 3), np.uint8), np.ones((1, 1), np.uint8), pixel, checkerboard, block]
     for density in (0.02, 0.5, 0.98):
         height, width = rng.integers(1, 70, size=2)
         found.append((rng.random((height, width)) < density).astype(np.uint8))

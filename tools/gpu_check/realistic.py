@@ -171,7 +171,7 @@ def montage(check: Check, chosen, originals, outputs, devices) -> None:
             if (name, device) in outputs:  # a failed combination has no row
                 rows.append((f"{name} {device}", lambda f, key=(name, device): outputs[key][f]))
         if (name, "cpu") in outputs and (name, "cuda") in outputs:
-            rows.append((f"{name} |cpu-cuda| x8", lambda f, n=name: np.clip(np.abs(outputs[(n, "cpu")][f].astype(np.int16) - outputs[(n, "cuda")][f].astype(np.int16)) * 8, 0, 255).astype(np.uint8)))
+            rows.append((f"{name} |cpu-cuda| x8", lambda f, n=name: amplified_difference(outputs[(n, "cpu")][f], outputs[(n, "cuda")][f])))
     files = [image["file_name"] for image, _ in chosen]
     height, width = originals[files[0]].shape[:2]
     label = 14
@@ -183,3 +183,8 @@ def montage(check: Check, chosen, originals, outputs, devices) -> None:
             canvas.paste(Image.fromarray(get(file_name)), (c * width, r * (height + label) + label))
     canvas.save(check.out / "realistic_montage.png")
     check.files.append("realistic_montage.png")
+
+
+def amplified_difference(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """|first - second| x 8, so that a difference of one level shows."""
+    return np.clip(np.abs(first.astype(np.int16) - second.astype(np.int16)) * 8, 0, 255).astype(np.uint8)
