@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from . import KEYPOINT_ANNOTATED_DATASETS
 from .errors import WorkflowInputError
-from .realistic import DEFAULT_TRUNCATION, SYNTHETIC_GENERATORS
+from .realistic import DEFAULT_TRUNCATION, SYNTHETIC_GENERATORS, effective_truncation
 from .schema import definition_defaults
 
 ORIGINAL = "original"
@@ -57,9 +57,7 @@ class Variant:
     @property
     def truncation(self) -> str | None:
         """The latent sampling a realistic variant uses (its region's paper default when unset)."""
-        if not self.is_realistic:
-            return None
-        return self.settings["truncation"] or DEFAULT_TRUNCATION[self.settings["region"]]
+        return effective_truncation(self.settings) if self.is_realistic else None
 
     @property
     def uses_original_colours(self) -> bool:
