@@ -57,7 +57,7 @@ rule detect_keypoints:
     benchmark:
         "benchmarks/regions/{dataset}/keypoints-vitpose.tsv"
     wildcard_constraints:
-        dataset=alternatives(set(DATASETS) - set(KEYPOINT_ANNOTATED_DATASETS)),
+        dataset=alternatives(sorted(set(DATASETS) - set(KEYPOINT_ANNOTATED_DATASETS))),
     conda:
         "../envs/detectors.yaml"
     params:

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,8 @@ def test_tables_figures_and_report_on_the_twins(tmp_path):
         archive.extractall(tmp_path / "extracted", filter="data")
     root = tmp_path / "extracted" / "anonymization-impact"
     assert (root / "Snakefile").exists() and (root / "results" / "provenance" / "manifest.json").exists()
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert read_json(root / "archive.json")["version"] == read_json(root / "results" / "provenance" / "manifest.json")["version"] == version
     traced = read_json(root / "results" / "provenance" / "manifest.json")["results_md5"]
     for path in ("results/anonymized/cityscapes/body-realistic-hmlo/audit.json", "results/regions/cityscapes/keypoints-twin.json", "results/regions/cityscapes/faces.json"):
         assert path in traced, path  # the trees' audits and the regions they were made from

@@ -13,6 +13,7 @@ archived metric files alone (README, "Archival reproduction").
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import tarfile
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from .errors import WorkflowInputError
+from .provenance import git_state, own_version
 
 # What is archived from results/, as glob patterns relative to the working directory.
 RESULT_PATTERNS = (
@@ -34,6 +36,7 @@ RESULT_PATTERNS = (
     "results/provenance/manifest.json",
 )
 ARCHIVED_CONFIG = "archived-config.yaml"
+ARCHIVE_RECORD = "archive.json"  # which release and commit of the workflow the archive holds
 
 
 def tracked_files(source_root: Path) -> list[str]:
@@ -60,12 +63,16 @@ def write_archive(path: Path, *, source_root: Path, workdir: Path, prefix: str, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    config_text = yaml.safe_dump(config, sort_keys=False).encode()
+    commit, dirty = git_state()
+    record = {"workflow": prefix, "version": own_version(), "git_commit": commit, "dirty": dirty}
+    generated = {ARCHIVED_CONFIG: yaml.safe_dump(config, sort_keys=False), ARCHIVE_RECORD: json.dumps(record, indent=1) + "\n"}
     with tarfile.open(partial, "w:gz") as archive:
         for name in sorted(members):
             archive.add(members[name], arcname=f"{prefix}/{name}", recursive=False)
-        info = tarfile.TarInfo(f"{prefix}/{ARCHIVED_CONFIG}")
-        info.size, info.mtime, info.mode = len(config_text), int(time.time()), 0o644
-        archive.addfile(info, io.BytesIO(config_text))
+        for name, text in generated.items():
+            info = tarfile.TarInfo(f"{prefix}/{name}")
+            data = text.encode()
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            archive.addfile(info, io.BytesIO(data))
     partial.replace(path)
-    return {"files": len(members), "results": len(results), "prefix": prefix}
+    return {"files": len(members), "results": len(results), "prefix": prefix, **record}

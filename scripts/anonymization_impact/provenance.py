@@ -132,6 +132,7 @@ def manifest(*, config: dict, raw: dict[str, tuple[Path, list[Path]]], results: 
         }
     return {
         "schema": "anonymization-impact/manifest/v1",
+        "version": own_version(),
         "git_commit": commit,
         "dirty": dirty,
         "config_sha256": config_sha256(config),
