@@ -8,22 +8,28 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from anonymization_impact import DATASETS, KEYPOINT_ANNOTATED_DATASETS, SPLITS, TASKS
 from anonymization_impact import plan
+from snakemake.utils import update_config
+
 from anonymization_impact.config import (
     check_dataset_roots,
     dataset_root,
     enabled_datasets,
+    typed_overrides,
     validate_config,
+    with_override_hint,
 )
 from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.realistic import DP2_COMMIT, DP2_REPOSITORY
 from anonymization_impact.variants import Variant, variant_names
 from anonymization_impact.weights import entry_for_file, placed_weights
 
+_overrides = typed_overrides(dict(workflow.config_settings.config))  # --config only
+update_config(config, _overrides)
 try:
     _validated = validate_config(config)
     check_dataset_roots(_validated)
 except WorkflowInputError as error:
-    sys.exit(f"{type(error).__name__}: {error}")
+    sys.exit(f"{type(error).__name__}: {with_override_hint(str(error), _overrides)}")
 config.update(_validated)
 
 ENABLED_DATASETS = enabled_datasets(config)

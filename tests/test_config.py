@@ -134,3 +134,15 @@ def test_missing_root_names_the_key_and_the_readme_section(tmp_path):
         check_dataset_roots(unset)
     disabled = validate_config({"datasets": {"bdd100k": {"synthetic": False, "enabled": False}}})
     check_dataset_roots(disabled)  # disabled datasets need no root
+
+
+def test_nested_command_line_overrides_are_read_as_yaml():
+    from anonymization_impact.config import typed_overrides, with_override_hint
+
+    # what Snakemake hands over for --config datasets='{coco: {enabled: false}}' seeds=[0] fig7='{split: val}'
+    given = {"datasets": {"coco": {"enabled": "false", "root": "/data/coco"}}, "seeds": ["0", "1"], "fig7": {"split": "val"}, "anonymization": 3}
+    typed = typed_overrides(given)
+    assert typed == {"datasets": {"coco": {"enabled": False, "root": "/data/coco"}}, "seeds": [0, 1], "fig7": {"split": "val"}, "anonymization": 3}
+    message = "config key 'seeds[0]': 'zero' is not of type 'integer'"
+    assert "--configfile config.yaml overlay.yaml" in with_override_hint(message, {"seeds": ["zero"]})
+    assert with_override_hint(message, {"datasets": {}}) == message  # the key did not come from --config

@@ -108,6 +108,18 @@ def _job_counts(result) -> dict[str, str]:
     return dict(line.split() for line in table.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit() and ":" not in line)
 
 
+def test_command_line_overrides_set_nested_values_or_say_how(tmp_path):
+    """README, "Overriding the configuration": its --config examples plan what they say."""
+    config = ["--configfile", str(REPO / "config.yaml")]
+    result = run_snakemake(tmp_path, "table3", "table1", "-n", *config, "--config", "datasets={coco: {enabled: false}}", "seeds=[0]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _job_counts(result)
+    assert jobs["train_model"] == "9"  # Table 1's 9 rows with seed 0; Table 3 trains nothing with COCO disabled
+    wrong = run_snakemake(tmp_path, "all", "-n", *config, "--config", "training={device: gpu}")
+    assert wrong.returncode != 0
+    assert "config key 'training.device': 'gpu' is not one of" in wrong.stderr and "--configfile config.yaml overlay.yaml" in wrong.stderr
+
+
 def test_one_table_target_runs_only_its_own_jobs(tmp_path):
     """Rerunning Table 1 trains its 9 rows x 3 seeds on Cityscapes, nothing else."""
     result = run_snakemake(tmp_path, "table1", "-n", *_overlay(tmp_path, {}))

@@ -7,6 +7,7 @@ Validation fills in the schema's defaults and turns the first problem into one
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 import jsonschema
 import yaml
@@ -150,3 +151,36 @@ def check_dataset_roots(config: dict) -> None:
                 f"Download the data as described in {README_DATA_SECTION}, or set "
                 f"datasets.{dataset}.synthetic: true to use the synthetic twin."
             )
+
+
+def typed_overrides(overrides: dict) -> dict:
+    """``--config`` values with YAML's types. Snakemake reads a nested ``--config key={...}`` or
+    ``key=[...]`` with YAML's BaseLoader, which leaves every scalar inside a string ('false',
+    '0'); they are read again as YAML here. A quoted string that looks like a number or a
+    boolean cannot be told apart any more: write such values in a --configfile overlay."""
+
+    def typed(value):
+        if isinstance(value, dict):
+            return {key: typed(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [typed(item) for item in value]
+        if isinstance(value, str) and value.strip():
+            try:
+                return yaml.safe_load(value)
+            except yaml.YAMLError:
+                return value
+        return value
+
+    return {key: typed(value) if isinstance(value, (dict, list)) else value for key, value in overrides.items()}
+
+
+def with_override_hint(message: str, overrides: dict) -> str:
+    """A validation error about a key given with --config, with the --configfile way to set it."""
+    if not any(re.search(rf"'{re.escape(key)}([.\[']|$)", message) for key in overrides):
+        return message
+    return (
+        f"{message} (from --config, whose values are read as YAML: e.g. --config seeds=[0] "
+        "datasets='{coco: {enabled: false}}'; or write the keys to overlay.yaml and pass "
+        "--configfile config.yaml overlay.yaml)"
+    )
+
