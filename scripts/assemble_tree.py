@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from anonymization_impact.audit import audit_markdown, tree_audit
-from anonymization_impact.io import read_json, write_json_atomic
+from anonymization_impact.io import read_json, write_bytes_atomic, write_json_atomic
 from anonymization_impact.logs import logged
 from anonymization_impact.trees import assemble_tree
 
@@ -29,4 +29,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     )
     audit["tree"] = counts
     write_json_atomic(output.audit, audit, indent=1)
-    Path(output.summary).write_text(audit_markdown(audit))
+    write_bytes_atomic(Path(output.summary), audit_markdown(audit).encode())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -49,3 +50,17 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.C
     """Run the workflow of this repository with ``workdir`` as its working directory."""
     command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def umask():
+    """umask(value) sets the process umask for the test; the one before is restored after it."""
+    before = []
+
+    def set_umask(value: int) -> None:
+        previous = os.umask(value)
+        before.append(previous)
+
+    yield set_umask
+    if before:
+        os.umask(before[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import stat
 import struct
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from anonymization_impact.annotations import normalize_split
 from anonymization_impact.audit import audit_markdown, tree_audit
 from anonymization_impact.config import validate_config
 from anonymization_impact.errors import DatasetError, WorkflowInputError
-from anonymization_impact.io import decode_image
+from anonymization_impact.io import decode_image, write_json_atomic
 from anonymization_impact.masks import encode
 from anonymization_impact.methods import Blur, MaskOut, build_method
 from anonymization_impact.regions import build_face_regions
@@ -237,6 +238,15 @@ def test_tree_is_a_drop_in_root_with_validation_and_annotations_linked(twins, tm
                 assert anonymized.size == original.size and anonymized.format == "JPEG"
         else:  # untouched images are the raw bytes
             assert path.read_bytes() == (raw / image["file_name"]).read_bytes()
+
+
+def test_a_tree_written_under_umask_002_is_group_readable(twins, tmp_path, umask):
+    umask(0o002)
+    audits, _ = _make_tree(twins, "coco", {"region": "body", "method": "maskout"}, 2, tmp_path / "t")
+    changed = next(r["image"] for a in audits for r in a["images"] if r["anonymized"])
+    write_json_atomic(tmp_path / "t" / "audit.json", audits)
+    for path in (tmp_path / "t" / "root" / changed, tmp_path / "t" / "audit.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
 
 
 def test_png_trees_keep_png_and_untouched_pixels(twins, tmp_path):
