@@ -351,6 +351,20 @@ def test_audit_reconciles_every_person(twins, tmp_path):
     assert "Leak check" in text and REASON_TOO_SMALL in text
 
 
+def test_audit_reports_the_face_boxes_clipped_to_the_image(twins, tmp_path):
+    root = twins["coco"]["root"]
+    documents = normalize_split("coco", root, "train")
+    detections = json.loads(twins["coco"]["faces"].read_text())
+    key = next(k for k, v in detections["images"].items() if v["boxes"])
+    width = next(i["width"] for i in documents["persons"]["images"] if i["file_name"] == key)
+    detections["images"][key]["boxes"][0][2] = width + 1.25
+    faces = build_face_regions(detections, documents["persons"], dataset="coco", confidence=0.3, min_iou=0.01)
+    audits, _ = _make_tree(twins, "coco", {"region": "face", "method": "maskout"}, 1, tmp_path / "t", faces=faces)
+    audit = tree_audit("coco", "face-maskout", variant(region="face", method="maskout"), audits, documents["excluded"], faces)
+    assert audit["face_detection"]["counts"]["clipped_to_image"] == 1
+    assert "- Face boxes clipped to the image border: 1 (the farthest reached 1.25 px outside)." in audit_markdown(audit)
+
+
 def test_blur_audit_says_obfuscated_not_removed(twins, tmp_path):
     root = twins["cityscapes"]["root"]
     documents = normalize_split("cityscapes", root, "train")

@@ -99,6 +99,10 @@ def audit_markdown(audit: dict) -> str:
             hmlo = generator["hmlo"]
             lines.append(f"- HM-LO: {hmlo['below_threshold']} of {hmlo['instances']} persons reached the loss threshold; "
                          f"{hmlo['mean_steps']:.1f} Adam steps on average, at most {hmlo['max_steps']}.")
+    clipped = audit.get("face_detection", {}).get("counts", {}).get("clipped_to_image")
+    if clipped is not None:
+        farthest = audit["face_detection"]["counts"]["clipped_max_outside_px"]
+        lines.append(f"- Face boxes clipped to the image border: {clipped}" + (f" (the farthest reached {farthest:g} px outside)." if clipped else "."))
     if leak["applies"]:
         lines.append(f"- Leak check: {leak['images_checked']} images re-anonymized with the region pixels replaced by noise; output identical: {'yes' if leak['passed'] else 'NO'}.")
     elif "not_applicable_because" in leak:
