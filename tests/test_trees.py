@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import stat
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ from anonymization_impact.trees import (
     shard_of,
 )
 
-from conftest import SMALL
+from conftest import SMALL, exif_with_gps_and_thumbnail
 
 
 def variant(**settings) -> dict:
@@ -261,28 +260,11 @@ def test_png_trees_keep_png_and_untouched_pixels(twins, tmp_path):
     assert np.all(result[changed] == 127)
 
 
-def _exif_with_gps_and_thumbnail(thumbnail: bytes) -> bytes:
-    """Raw EXIF (APP1 payload): IFD0 -> GPS IFD (latitude ref 'N'), IFD1 with a JPEG thumbnail."""
-    entries0 = [(0x8825, 4, 1, None)]  # GPSInfo pointer, patched below
-    ifd0_offset = 8
-    ifd0_size = 2 + 12 * len(entries0) + 4
-    gps_offset = ifd0_offset + ifd0_size
-    gps_size = 2 + 12 * 1 + 4
-    ifd1_offset = gps_offset + gps_size
-    ifd1_size = 2 + 12 * 2 + 4
-    thumb_offset = ifd1_offset + ifd1_size
-    tiff = b"II*\x00" + struct.pack("<I", ifd0_offset)
-    tiff += struct.pack("<H", 1) + struct.pack("<HHII", 0x8825, 4, 1, gps_offset) + struct.pack("<I", ifd1_offset)
-    tiff += struct.pack("<H", 1) + struct.pack("<HHI", 0x0001, 2, 2) + b"N\x00\x00\x00" + struct.pack("<I", 0)
-    tiff += struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumb_offset) + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail)) + struct.pack("<I", 0)
-    return b"Exif\x00\x00" + tiff + thumbnail
-
-
 def test_no_metadata_of_the_original_survives(tmp_path):
     pixels, image, annotations = _scene()
     thumb = io.BytesIO()
     Image.fromarray(pixels[:40, :40]).save(thumb, format="JPEG")
-    exif = _exif_with_gps_and_thumbnail(thumb.getvalue())
+    exif = exif_with_gps_and_thumbnail(thumb.getvalue())
     icc = b"\x00" * 128 + b"fake-icc-profile-for-test"
     raw = tmp_path / "raw"
     (raw / "train").mkdir(parents=True)
