@@ -26,7 +26,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         [read_json(path) for path in inputs.audits],
         read_json(inputs.excluded),
         faces,
+        tree=counts,
     )
-    audit["tree"] = counts
     write_json_atomic(output.audit, audit, indent=1)
     write_bytes_atomic(Path(output.summary), audit_markdown(audit).encode())

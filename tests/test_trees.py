@@ -243,8 +243,9 @@ def test_a_tree_written_under_umask_002_is_group_readable(twins, tmp_path, umask
     umask(0o002)
     audits, _ = _make_tree(twins, "coco", {"region": "body", "method": "maskout"}, 2, tmp_path / "t")
     changed = next(r["image"] for a in audits for r in a["images"] if r["anonymized"])
+    untouched = next(r["image"] for a in audits for r in a["images"] if not r["anonymized"])  # a stripped copy
     write_json_atomic(tmp_path / "t" / "audit.json", audits)
-    for path in (tmp_path / "t" / "root" / changed, tmp_path / "t" / "audit.json"):
+    for path in (tmp_path / "t" / "root" / changed, tmp_path / "t" / "root" / untouched, tmp_path / "t" / "audit.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
 
 
@@ -284,6 +285,61 @@ def test_no_metadata_of_the_original_survives(tmp_path):
         assert not result.getexif() and "icc_profile" not in result.info and "comment" not in result.info
         assert JpegImagePlugin.get_sampling(result) == 0  # 4:4:4
         assert all(max(table) == 1 for table in result.quantization.values())  # quality 100
+
+
+def _metadata_tree(tmp_path, untouched: str, shards: int = 1):
+    """A raw root with a person in train/scene.jpg and nobody in train/private.jpg, which carries EXIF
+    with GPS and a thumbnail, an ICC profile and a comment; its tree and audit."""
+    pixels, image, annotations = _scene()
+    raw = tmp_path / "raw"
+    if not raw.exists():
+        (raw / "train").mkdir(parents=True)
+        Image.fromarray(pixels).save(raw / "train" / "scene.jpg", format="JPEG")
+        thumb = io.BytesIO()
+        Image.fromarray(pixels[:40, :40]).save(thumb, format="JPEG")
+        Image.fromarray(pixels[::-1]).save(raw / "train" / "private.jpg", format="JPEG", exif=exif_with_gps_and_thumbnail(thumb.getvalue()),
+                                           icc_profile=b"\x00" * 128 + b"fake-icc-profile-for-test", comment=b"photographer: Jane Doe")
+        (raw / "val").mkdir()
+    persons = {"images": [{**image, "file_name": "train/scene.jpg"}, {**image, "id": 2, "file_name": "train/private.jpg"}], "annotations": annotations}
+    settings = variant(region="body", method="maskout")
+    out = tmp_path / f"{untouched}-{shards}"
+    audits = []
+    for shard in range(shards):
+        audits.append(anonymize_shard(root=raw, persons=persons, faces=None, variant=settings, method=build_method(settings), shard=shard,
+                                      shards=shards, output_dir=out / "shards" / str(shard), leak_check_images=1))
+    counts = assemble_tree(raw, out / "root", ["train/scene.jpg", "train/private.jpg"], [out / "shards" / str(s) for s in range(shards)], untouched)
+    audit = tree_audit("coco", "body-maskout", settings, audits, {"counts": {"excluded_by_reason": {}}}, None, tree=counts)
+    return raw, out / "root", audit
+
+
+def test_an_image_with_nobody_on_it_leaves_no_metadata_in_the_tree(tmp_path):
+    raw, tree, audit = _metadata_tree(tmp_path, "strip")
+    private = (tree / "train" / "private.jpg").read_bytes()
+    assert not (tree / "train" / "private.jpg").is_symlink() and (tree / "val").is_symlink()
+    for marker in (b"Exif", b"ICC_PROFILE", b"Jane Doe", b"fake-icc"):
+        assert marker not in private and marker not in (tree / "train" / "scene.jpg").read_bytes()
+    with Image.open(tree / "train" / "private.jpg") as stripped, Image.open(raw / "train" / "private.jpg") as original:
+        assert original.getexif().get_ifd(0x8825) and original.info.get("icc_profile")  # the fixture carries it all
+        assert np.array_equal(np.array(stripped), np.array(original))
+        assert not stripped.getexif() and not {"icc_profile", "comment", "exif"} & set(stripped.info)
+    assert audit["tree"]["untouched"] == 1 and audit["tree"]["anonymized"] == 1
+    assert audit["metadata"]["raw_metadata_kept"] is False and audit["metadata"]["files"] == 1
+    assert audit["metadata"]["files_by_kind"] == {"exif": 1, "gps": 1, "thumbnail": 1, "icc": 1, "comment": 1}
+    text = audit_markdown(audit)
+    assert "1 copies with their metadata removed losslessly (nothing re-encoded); 1 carried some (files with exif 1, gps 1, thumbnail 1, icc 1, comment 1)." in text
+    assert "RAW METADATA KEPT" not in text
+    _, two_shards, _ = _metadata_tree(tmp_path, "strip", shards=2)
+    assert _tree_hashes(tree) == _tree_hashes(two_shards)  # deterministic, whatever the sharding
+
+
+@pytest.mark.parametrize("untouched", ["symlink", "copy"])
+def test_training_only_trees_say_that_raw_metadata_is_kept(tmp_path, untouched):
+    raw, tree, audit = _metadata_tree(tmp_path, untouched)
+    assert (tree / "train" / "private.jpg").read_bytes() == (raw / "train" / "private.jpg").read_bytes()
+    assert (tree / "train" / "private.jpg").is_symlink() == (untouched == "symlink")
+    assert audit["metadata"]["raw_metadata_kept"] is True and audit["metadata"]["untouched_images"] == untouched
+    assert "RAW METADATA KEPT: the 1 untouched images are" in audit["metadata"]["statement"]
+    assert "RAW METADATA KEPT" in audit_markdown(audit) and "set it to strip before releasing this tree" in audit_markdown(audit)
 
 
 def test_unreadable_image_is_named(tmp_path):
