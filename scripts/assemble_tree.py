@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from anonymization_impact.audit import audit_markdown, tree_audit
-from anonymization_impact.io import read_json, write_json_atomic
+from anonymization_impact.io import read_json, write_bytes_atomic, write_json_atomic
 from anonymization_impact.logs import logged
 from anonymization_impact.trees import assemble_tree
 
@@ -26,7 +26,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         [read_json(path) for path in inputs.audits],
         read_json(inputs.excluded),
         faces,
+        tree=counts,
     )
-    audit["tree"] = counts
     write_json_atomic(output.audit, audit, indent=1)
-    Path(output.summary).write_text(audit_markdown(audit))
+    write_bytes_atomic(Path(output.summary), audit_markdown(audit).encode())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +51,34 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.C
     """Run the workflow of this repository with ``workdir`` as its working directory."""
     command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def umask():
+    """umask(value) sets the process umask for the test; the one before is restored after it."""
+    before = []
+
+    def set_umask(value: int) -> None:
+        previous = os.umask(value)
+        before.append(previous)
+
+    yield set_umask
+    if before:
+        os.umask(before[0])
+
+
+def exif_with_gps_and_thumbnail(thumbnail: bytes) -> bytes:
+    """Raw EXIF (APP1 payload): IFD0 -> GPS IFD (latitude ref 'N'), IFD1 with a JPEG thumbnail."""
+    entries0 = [(0x8825, 4, 1, None)]  # GPSInfo pointer, patched below
+    ifd0_offset = 8
+    ifd0_size = 2 + 12 * len(entries0) + 4
+    gps_offset = ifd0_offset + ifd0_size
+    gps_size = 2 + 12 * 1 + 4
+    ifd1_offset = gps_offset + gps_size
+    ifd1_size = 2 + 12 * 2 + 4
+    thumb_offset = ifd1_offset + ifd1_size
+    tiff = b"II*\x00" + struct.pack("<I", ifd0_offset)
+    tiff += struct.pack("<H", 1) + struct.pack("<HHII", 0x8825, 4, 1, gps_offset) + struct.pack("<I", ifd1_offset)
+    tiff += struct.pack("<H", 1) + struct.pack("<HHI", 0x0001, 2, 2) + b"N\x00\x00\x00" + struct.pack("<I", 0)
+    tiff += struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumb_offset) + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail)) + struct.pack("<I", 0)
+    return b"Exif\x00\x00" + tiff + thumbnail

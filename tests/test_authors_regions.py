@@ -289,8 +289,8 @@ def test_cityscapes_face_box_problems(cityscapes):
     with pytest.raises(DatasetError, match=r"aachen_000001_000019.*score 0.1 is outside \[0.2, 1\]"):
         ar.cityscapes_face_detections(faces, persons)
     faces = city_faces()
-    faces["aachen_000001_000019_leftImg8bit.png"][0] = [32.0, 5.0, 70.0, 15.0, 0.9]
-    with pytest.raises(DatasetError, match=r"aachen_000001_000019.*not inside the 64x48 image"):
+    faces["aachen_000001_000019_leftImg8bit.png"][0] = [64.0, 5.0, 70.0, 15.0, 0.9]
+    with pytest.raises(DatasetError, match=r"aachen_000001_000019.*\[64.0, 5.0, 70.0, 15.0\] lies entirely outside the 64x48 image; check"):
         ar.cityscapes_face_detections(faces, persons)
     faces = city_faces()
     faces["aachen_000001_000019_leftImg8bit.png"][0] = [32.0, 5.0, 44.0, 15.0]  # row without its score
@@ -353,6 +353,17 @@ def bdd_keypoints():
     first = [keypoints_in((2, 4, 12, 40), 1, [0.3] * 5 + [0.9] * 12), keypoints_in((34, 4, 44, 40), 2)]
     second = [keypoints_in((4, 4, 20, 44), 3), keypoints_in((30, 4, 46, 44), 4)]
     return {"3": {"keypoints": first, "boxes": []}, "1": {"keypoints": second}}
+
+
+def test_cityscapes_face_box_crossing_the_border_is_clipped_and_still_rematches(cityscapes):
+    persons, _ = cityscapes
+    faces = city_faces()
+    faces["aachen_000001_000019_leftImg8bit.png"][0] = [32.0, -1.25, 44.0, 15.0, 0.25]
+    detections = ar.cityscapes_face_detections(faces, persons)
+    assert detections["checks"]["misfits"] == 0 and detections["images"][city_file("aachen_000001_000019")]["boxes"] == [[32.0, -1.25, 44.0, 15.0]]
+    regions = build_face_regions(detections, persons, dataset="cityscapes", confidence=0.2, min_iou=0.01)
+    assert regions["images"][city_file("aachen_000001_000019")][0]["box"] == [32.0, 0.0, 44.0, 15.0]
+    assert regions["counts"]["clipped_to_image"] == 1 and regions["counts"]["clipped_max_outside_px"] == 1.25
 
 
 def test_bdd100k_keypoints_with_the_coco_format_file(bdd100k):
@@ -487,6 +498,18 @@ def test_coco_face_regions(coco):
     assert len(targets) == 2 and [s["id"] for s in skipped] == [person_by_source(persons, seven, 102)["id"]]
 
 
+def test_coco_face_box_1_25_px_outside_is_clipped_and_counted(coco):
+    persons, person_keypoints = coco
+    boxes = coco_boxes()
+    boxes["7"]["boxes"][0] = [56.0, -1.25, 65.25, 8.0]  # person 103's face, cut by the top and right borders
+    regions = ar.coco_face_regions(boxes, persons, person_keypoints)
+    seven = "train2017/000000000007.jpg"
+    assert regions["images"][seven][0]["box"] == [56.0, 0.0, 64.0, 8.0]
+    assert regions["images"][seven][0]["person_id"] == person_by_source(persons, seven, 103)["id"]
+    assert regions["counts"]["clipped_to_image"] == 1 and regions["counts"]["clipped_max_outside_px"] == 1.25
+    assert ar.coco_face_regions(coco_boxes(), persons, person_keypoints)["counts"]["clipped_to_image"] == 0
+
+
 def test_coco_instances_order_instead_of_keypoints_order_is_detected(coco):
     persons, _ = coco
     with pytest.raises(DatasetError, match=r"2 of 3 checked instances.*000000000007.*IoU 0.000"):
@@ -499,7 +522,8 @@ def test_coco_instances_order_instead_of_keypoints_order_is_detected(coco):
     (lambda b: b["7"]["keypoint_indices"].pop(), r"2 boxes but 1 keypoint_indices"),
     (lambda b: b["7"]["boxes"].__setitem__(0, [44.0, 4.0, 52.0]), r"box 0: expected a list of 4"),
     (lambda b: b["7"]["boxes"].__setitem__(0, [52.0, 4.0, 44.0, 12.0]), r"box 0: .* is empty"),
-    (lambda b: b["7"]["boxes"].__setitem__(0, [44.0, 4.0, 90.0, 12.0]), r"not inside the 64x48 image"),
+    (lambda b: b["7"]["boxes"].__setitem__(0, [64.5, 4.0, 90.0, 12.0]), r"box 0: box \[64.5, 4.0, 90.0, 12.0\] lies entirely outside the 64x48 "
+                                                                         r"image; check the detector's coordinate convention"),
     (lambda b: b.__setitem__("7", [[44.0, 4.0, 52.0, 12.0]]), r"expected \{'boxes'"),
 ])
 def test_coco_malformed_entries(coco, change, message):

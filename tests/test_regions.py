@@ -11,6 +11,7 @@ import pytest
 from anonymization_impact.annotations import normalize_split
 from anonymization_impact.errors import DatasetError
 from anonymization_impact.io import read_json
+from anonymization_impact.masks import encode
 from anonymization_impact.regions import build_face_regions, match_faces
 from anonymization_impact.twins import write_twin
 from anonymization_impact.twins.truth import is_eligible
@@ -176,9 +177,9 @@ def _broken(detections, persons, change):
     ("unknown image", lambda images, key, image: images.update({"train2017/elsewhere.jpg": images[key]}),
      "no such image"),
     ("lengths", lambda images, key, image: images[key]["scores"].append(0.5), "scores"),
-    ("outside", lambda images, key, image: images[key]["boxes"][0].__setitem__(2, image["width"] + 5),
-     "not inside"),
-    ("negative", lambda images, key, image: images[key]["boxes"][0].__setitem__(1, -3.0), "not inside"),
+    ("outside", lambda images, key, image: images[key]["boxes"].__setitem__(0, [image["width"] + 1.0, 2.0, image["width"] + 5.0, 6.0]),
+     "lies entirely outside"),
+    ("above", lambda images, key, image: images[key]["boxes"].__setitem__(0, [2.0, -5.0, 6.0, 0.0]), "lies entirely outside"),
     ("empty", lambda images, key, image: images[key]["boxes"][0].__setitem__(2, images[key]["boxes"][0][0]),
      "empty"),
 ])
@@ -190,10 +191,20 @@ def test_bad_detections_raise_one_clear_error(twin_inputs, problem, change, word
     message = str(error.value)
     assert words in message
     assert ("train2017/elsewhere.jpg" if problem == "unknown image" else key) in message
+    if problem in ("outside", "above", "empty"):  # the box and the fix, not "regenerate"
+        assert "box 0: box [" in message and "coordinate convention" in message and "regenerate" not in message
 
 
-def test_a_box_within_one_pixel_of_the_image_is_accepted(twin_inputs):
-    detections, persons, _ = twin_inputs["coco"]
-    broken, _ = _broken(detections, persons,
-                        lambda images, key, image: images[key]["boxes"][0].__setitem__(2, image["width"] + 0.6))
-    build_face_regions(broken, persons, dataset="coco", confidence=0.3, min_iou=0.01)
+def test_a_box_crossing_the_border_is_clipped_and_counted():
+    mask = np.zeros((20, 40), dtype=bool)
+    mask[:, 30:] = True  # a person at the right border
+    persons = {"images": [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 20}],
+               "annotations": [{"id": 5, "image_id": 1, "segmentation": encode(mask)}]}
+    detections = {"format": "face-detections/v1", "images": {"a.jpg": {"boxes": [[32.0, -1.25, 41.25, 8.0], [-0.5, 12.0, 3.0, 16.0]],
+                                                                        "scores": [0.9, 0.5]}}}
+    regions = build_face_regions(detections, persons, dataset="coco", confidence=0.3, min_iou=0.01)
+    assert regions["images"]["a.jpg"] == [{"person_id": 5, "box": [32.0, 0.0, 40.0, 8.0], "score": 0.9, "iou": 0.32}]
+    assert regions["counts"]["clipped_to_image"] == 2 and regions["counts"]["clipped_max_outside_px"] == 1.25
+    inside = {"a.jpg": {"boxes": [[32.0, 0.0, 40.0, 8.0]], "scores": [0.9]}}
+    unclipped = build_face_regions({**detections, "images": inside}, persons, dataset="coco", confidence=0.3, min_iou=0.01)
+    assert unclipped["images"] == regions["images"] and unclipped["counts"]["clipped_to_image"] == 0

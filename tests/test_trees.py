@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import struct
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from anonymization_impact.annotations import normalize_split
 from anonymization_impact.audit import audit_markdown, tree_audit
 from anonymization_impact.config import validate_config
 from anonymization_impact.errors import DatasetError, WorkflowInputError
-from anonymization_impact.io import decode_image
+from anonymization_impact.io import decode_image, write_json_atomic
 from anonymization_impact.masks import encode
 from anonymization_impact.methods import Blur, MaskOut, build_method
 from anonymization_impact.regions import build_face_regions
@@ -34,7 +34,7 @@ from anonymization_impact.trees import (
     shard_of,
 )
 
-from conftest import SMALL
+from conftest import SMALL, exif_with_gps_and_thumbnail
 
 
 def variant(**settings) -> dict:
@@ -239,6 +239,16 @@ def test_tree_is_a_drop_in_root_with_validation_and_annotations_linked(twins, tm
             assert path.read_bytes() == (raw / image["file_name"]).read_bytes()
 
 
+def test_a_tree_written_under_umask_002_is_group_readable(twins, tmp_path, umask):
+    umask(0o002)
+    audits, _ = _make_tree(twins, "coco", {"region": "body", "method": "maskout"}, 2, tmp_path / "t")
+    changed = next(r["image"] for a in audits for r in a["images"] if r["anonymized"])
+    untouched = next(r["image"] for a in audits for r in a["images"] if not r["anonymized"])  # a stripped copy
+    write_json_atomic(tmp_path / "t" / "audit.json", audits)
+    for path in (tmp_path / "t" / "root" / changed, tmp_path / "t" / "root" / untouched, tmp_path / "t" / "audit.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664, path
+
+
 def test_png_trees_keep_png_and_untouched_pixels(twins, tmp_path):
     audits, persons = _make_tree(twins, "cityscapes", {"region": "body", "method": "maskout"}, 1, tmp_path / "t")
     record = next(r for r in audits[0]["images"] if r["anonymized"])
@@ -251,28 +261,11 @@ def test_png_trees_keep_png_and_untouched_pixels(twins, tmp_path):
     assert np.all(result[changed] == 127)
 
 
-def _exif_with_gps_and_thumbnail(thumbnail: bytes) -> bytes:
-    """Raw EXIF (APP1 payload): IFD0 -> GPS IFD (latitude ref 'N'), IFD1 with a JPEG thumbnail."""
-    entries0 = [(0x8825, 4, 1, None)]  # GPSInfo pointer, patched below
-    ifd0_offset = 8
-    ifd0_size = 2 + 12 * len(entries0) + 4
-    gps_offset = ifd0_offset + ifd0_size
-    gps_size = 2 + 12 * 1 + 4
-    ifd1_offset = gps_offset + gps_size
-    ifd1_size = 2 + 12 * 2 + 4
-    thumb_offset = ifd1_offset + ifd1_size
-    tiff = b"II*\x00" + struct.pack("<I", ifd0_offset)
-    tiff += struct.pack("<H", 1) + struct.pack("<HHII", 0x8825, 4, 1, gps_offset) + struct.pack("<I", ifd1_offset)
-    tiff += struct.pack("<H", 1) + struct.pack("<HHI", 0x0001, 2, 2) + b"N\x00\x00\x00" + struct.pack("<I", 0)
-    tiff += struct.pack("<H", 2) + struct.pack("<HHII", 0x0201, 4, 1, thumb_offset) + struct.pack("<HHII", 0x0202, 4, 1, len(thumbnail)) + struct.pack("<I", 0)
-    return b"Exif\x00\x00" + tiff + thumbnail
-
-
 def test_no_metadata_of_the_original_survives(tmp_path):
     pixels, image, annotations = _scene()
     thumb = io.BytesIO()
     Image.fromarray(pixels[:40, :40]).save(thumb, format="JPEG")
-    exif = _exif_with_gps_and_thumbnail(thumb.getvalue())
+    exif = exif_with_gps_and_thumbnail(thumb.getvalue())
     icc = b"\x00" * 128 + b"fake-icc-profile-for-test"
     raw = tmp_path / "raw"
     (raw / "train").mkdir(parents=True)
@@ -292,6 +285,61 @@ def test_no_metadata_of_the_original_survives(tmp_path):
         assert not result.getexif() and "icc_profile" not in result.info and "comment" not in result.info
         assert JpegImagePlugin.get_sampling(result) == 0  # 4:4:4
         assert all(max(table) == 1 for table in result.quantization.values())  # quality 100
+
+
+def _metadata_tree(tmp_path, untouched: str, shards: int = 1):
+    """A raw root with a person in train/scene.jpg and nobody in train/private.jpg, which carries EXIF
+    with GPS and a thumbnail, an ICC profile and a comment; its tree and audit."""
+    pixels, image, annotations = _scene()
+    raw = tmp_path / "raw"
+    if not raw.exists():
+        (raw / "train").mkdir(parents=True)
+        Image.fromarray(pixels).save(raw / "train" / "scene.jpg", format="JPEG")
+        thumb = io.BytesIO()
+        Image.fromarray(pixels[:40, :40]).save(thumb, format="JPEG")
+        Image.fromarray(pixels[::-1]).save(raw / "train" / "private.jpg", format="JPEG", exif=exif_with_gps_and_thumbnail(thumb.getvalue()),
+                                           icc_profile=b"\x00" * 128 + b"fake-icc-profile-for-test", comment=b"photographer: Jane Doe")
+        (raw / "val").mkdir()
+    persons = {"images": [{**image, "file_name": "train/scene.jpg"}, {**image, "id": 2, "file_name": "train/private.jpg"}], "annotations": annotations}
+    settings = variant(region="body", method="maskout")
+    out = tmp_path / f"{untouched}-{shards}"
+    audits = []
+    for shard in range(shards):
+        audits.append(anonymize_shard(root=raw, persons=persons, faces=None, variant=settings, method=build_method(settings), shard=shard,
+                                      shards=shards, output_dir=out / "shards" / str(shard), leak_check_images=1))
+    counts = assemble_tree(raw, out / "root", ["train/scene.jpg", "train/private.jpg"], [out / "shards" / str(s) for s in range(shards)], untouched)
+    audit = tree_audit("coco", "body-maskout", settings, audits, {"counts": {"excluded_by_reason": {}}}, None, tree=counts)
+    return raw, out / "root", audit
+
+
+def test_an_image_with_nobody_on_it_leaves_no_metadata_in_the_tree(tmp_path):
+    raw, tree, audit = _metadata_tree(tmp_path, "strip")
+    private = (tree / "train" / "private.jpg").read_bytes()
+    assert not (tree / "train" / "private.jpg").is_symlink() and (tree / "val").is_symlink()
+    for marker in (b"Exif", b"ICC_PROFILE", b"Jane Doe", b"fake-icc"):
+        assert marker not in private and marker not in (tree / "train" / "scene.jpg").read_bytes()
+    with Image.open(tree / "train" / "private.jpg") as stripped, Image.open(raw / "train" / "private.jpg") as original:
+        assert original.getexif().get_ifd(0x8825) and original.info.get("icc_profile")  # the fixture carries it all
+        assert np.array_equal(np.array(stripped), np.array(original))
+        assert not stripped.getexif() and not {"icc_profile", "comment", "exif"} & set(stripped.info)
+    assert audit["tree"]["untouched"] == 1 and audit["tree"]["anonymized"] == 1
+    assert audit["metadata"]["raw_metadata_kept"] is False and audit["metadata"]["files"] == 1
+    assert audit["metadata"]["files_by_kind"] == {"exif": 1, "gps": 1, "thumbnail": 1, "icc": 1, "comment": 1}
+    text = audit_markdown(audit)
+    assert "1 copies with their metadata removed losslessly (nothing re-encoded); 1 carried some (files with exif 1, gps 1, thumbnail 1, icc 1, comment 1)." in text
+    assert "RAW METADATA KEPT" not in text
+    _, two_shards, _ = _metadata_tree(tmp_path, "strip", shards=2)
+    assert _tree_hashes(tree) == _tree_hashes(two_shards)  # deterministic, whatever the sharding
+
+
+@pytest.mark.parametrize("untouched", ["symlink", "copy"])
+def test_training_only_trees_say_that_raw_metadata_is_kept(tmp_path, untouched):
+    raw, tree, audit = _metadata_tree(tmp_path, untouched)
+    assert (tree / "train" / "private.jpg").read_bytes() == (raw / "train" / "private.jpg").read_bytes()
+    assert (tree / "train" / "private.jpg").is_symlink() == (untouched == "symlink")
+    assert audit["metadata"]["raw_metadata_kept"] is True and audit["metadata"]["untouched_images"] == untouched
+    assert "RAW METADATA KEPT: the 1 untouched images are" in audit["metadata"]["statement"]
+    assert "RAW METADATA KEPT" in audit_markdown(audit) and "set it to strip before releasing this tree" in audit_markdown(audit)
 
 
 def test_unreadable_image_is_named(tmp_path):
@@ -339,6 +387,20 @@ def test_audit_reconciles_every_person(twins, tmp_path):
     assert audit["leak_check"]["applies"] and audit["leak_check"]["passed"] and audit["leak_check"]["images_checked"] > 0
     text = audit_markdown(audit)
     assert "Leak check" in text and REASON_TOO_SMALL in text
+
+
+def test_audit_reports_the_face_boxes_clipped_to_the_image(twins, tmp_path):
+    root = twins["coco"]["root"]
+    documents = normalize_split("coco", root, "train")
+    detections = json.loads(twins["coco"]["faces"].read_text())
+    key = next(k for k, v in detections["images"].items() if v["boxes"])
+    width = next(i["width"] for i in documents["persons"]["images"] if i["file_name"] == key)
+    detections["images"][key]["boxes"][0][2] = width + 1.25
+    faces = build_face_regions(detections, documents["persons"], dataset="coco", confidence=0.3, min_iou=0.01)
+    audits, _ = _make_tree(twins, "coco", {"region": "face", "method": "maskout"}, 1, tmp_path / "t", faces=faces)
+    audit = tree_audit("coco", "face-maskout", variant(region="face", method="maskout"), audits, documents["excluded"], faces)
+    assert audit["face_detection"]["counts"]["clipped_to_image"] == 1
+    assert "- Face boxes clipped to the image border: 1 (the farthest reached 1.25 px outside)." in audit_markdown(audit)
 
 
 def test_blur_audit_says_obfuscated_not_removed(twins, tmp_path):

@@ -16,6 +16,32 @@ STATEMENTS = {
 }
 
 
+ANONYMIZED_METADATA = "encoded from pixels only (no EXIF, GPS, thumbnails, ICC profiles or comments)"
+UNTOUCHED_PLACED = {"strip": "copied with their metadata removed, pixels as they were", "symlink": "symlinks to the raw files",
+                    "copy": "the raw files copied byte for byte"}
+
+
+def metadata_audit(tree: dict) -> dict:
+    """What metadata the tree's images carry, from ``trees.assemble_tree``'s counts: the untouched
+    images' raw metadata is kept unless they were stripped."""
+    mode, untouched = tree["untouched_images"], tree["untouched"]
+    audit = {"anonymized_images": ANONYMIZED_METADATA, "untouched_images": mode, "raw_metadata_kept": mode != "strip" and untouched > 0}
+    if mode == "strip":
+        removed = tree["metadata_removed"]
+        kinds = ", ".join(f"{kind} {count}" for kind, count in removed["files_by_kind"].items())
+        audit.update(removed)
+        audit["statement"] = (f"Untouched images: {untouched} copies with their metadata removed losslessly (nothing re-encoded); "
+                              f"{removed['files']} carried some" + (f" (files with {kinds})" if kinds else "")
+                              + (f"; {removed['orientation_kept']} keep their EXIF orientation as the only tag" if removed["orientation_kept"] else "") + ".")
+    elif untouched:
+        audit["statement"] = (f"RAW METADATA KEPT: the {untouched} untouched images are {UNTOUCHED_PLACED[mode]}, with whatever EXIF, GPS, "
+                              "thumbnails, ICC profiles and comments they carry (anonymization.untouched_images: "
+                              f"{mode}, for training only); set it to strip before releasing this tree.")
+    else:
+        audit["statement"] = "Every training image was anonymized: no raw file is in the tree."
+    return audit
+
+
 def _statement(variant: Variant) -> str:
     if variant.uses_original_colours:
         return STATEMENTS["realistic-histogram"]
@@ -38,7 +64,9 @@ def _generator_summary(shard_audits: list[dict]) -> dict | None:
     return summary
 
 
-def tree_audit(dataset: str, variant_name: str, variant: dict, shard_audits: list[dict], excluded: dict, faces: dict | None) -> dict:
+def tree_audit(dataset: str, variant_name: str, variant: dict, shard_audits: list[dict], excluded: dict, faces: dict | None,
+               tree: dict | None = None) -> dict:
+    """The audit of one tree; ``tree``: ``trees.assemble_tree``'s counts (how the untouched images were placed)."""
     images = [record for audit in shard_audits for record in audit["images"]]
     anonymized = sum(len(record["anonymized"]) for record in images)
     not_anonymized = Counter(excluded["counts"]["excluded_by_reason"])
@@ -78,6 +106,9 @@ def tree_audit(dataset: str, variant_name: str, variant: dict, shard_audits: lis
         audit["leak_check"]["not_applicable_because"] = sorted(reasons)[0]
     if faces is not None:
         audit["face_detection"] = {key: faces[key] for key in ("confidence", "min_match_iou", "counts")}
+    if tree is not None:
+        audit["tree"] = tree
+        audit["metadata"] = metadata_audit(tree)
     return audit
 
 
@@ -87,7 +118,8 @@ def audit_markdown(audit: dict) -> str:
         f"# Privacy audit: {audit['dataset']} / {audit['variant']}",
         "",
         f"- Region: {audit['region']}; method: {audit['method']}. {audit['statement']}",
-        f"- Images: {images['total']} in the training split, {images['anonymized']} changed, {images['unchanged']} unchanged (linked byte for byte).",
+        f"- Images: {images['total']} in the training split, {images['anonymized']} changed, {images['unchanged']} unchanged"
+        + (f" ({UNTOUCHED_PLACED[audit['metadata']['untouched_images']]})." if "metadata" in audit else "."),
         f"- {instances['unit'].capitalize()} anonymized: {instances['anonymized']}.",
         "- Not anonymized:" if instances["not_anonymized_by_reason"] else "- Not anonymized: none.",
     ]
@@ -99,11 +131,15 @@ def audit_markdown(audit: dict) -> str:
             hmlo = generator["hmlo"]
             lines.append(f"- HM-LO: {hmlo['below_threshold']} of {hmlo['instances']} persons reached the loss threshold; "
                          f"{hmlo['mean_steps']:.1f} Adam steps on average, at most {hmlo['max_steps']}.")
+    clipped = audit.get("face_detection", {}).get("counts", {}).get("clipped_to_image")
+    if clipped is not None:
+        farthest = audit["face_detection"]["counts"]["clipped_max_outside_px"]
+        lines.append(f"- Face boxes clipped to the image border: {clipped}" + (f" (the farthest reached {farthest:g} px outside)." if clipped else "."))
     if leak["applies"]:
         lines.append(f"- Leak check: {leak['images_checked']} images re-anonymized with the region pixels replaced by noise; output identical: {'yes' if leak['passed'] else 'NO'}.")
     elif "not_applicable_because" in leak:
         lines.append(f"- Leak check: not applicable: {leak['not_applicable_because']}.")
     else:
         lines.append("- Leak check: not applicable (the method transforms the original pixels).")
-    lines.append("- Metadata: anonymized images are encoded from pixels only (no EXIF, GPS, thumbnails, ICC profiles or comments).")
+    lines.append(f"- Metadata: anonymized images are {ANONYMIZED_METADATA}." + (f" {audit['metadata']['statement']}" if "metadata" in audit else ""))
     return "\n".join(lines) + "\n"

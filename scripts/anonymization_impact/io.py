@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +29,32 @@ def write_json_atomic(path: Path, data, indent: int | None = None) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the target's directory, renamed over ``path``: a killed
+    job never leaves a truncated file. The file gets the mode ``open(path, "wb")`` would give it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = _new_temporary(path)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+def _new_temporary(path: Path) -> tuple[int, Path]:
+    """A new file beside ``path``, created by the kernel with mode 0666 less the umask (or as the
+    directory's default ACL says), as ``open`` creates files. Not tempfile.mkstemp: it creates 0600
+    whatever the umask and the rename keeps that, so group members of a shared file system could
+    not read the outputs. The umask is never read: reading it means setting it, which races with
+    other threads; O_EXCL keeps the name ours, as mkstemp does."""
+    for _ in range(100):
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path} after 100 tries")
 
 
 def read_json(path: Path):

@@ -12,6 +12,13 @@ binary mask, ``intersection / (union + 1e-7)``. It is computed from counts (box 
 image + mask area - intersection), which equals dp2's pixel-wise union. Deviation: coordinates are
 clipped at 0 before slicing; dp2 sliced with int() as is, so a coordinate <= -1 would have wrapped
 around as a negative index (its detector clipped boxes to the image, so this never happened there).
+
+Boxes that cross the image border are clipped to it (``clip_box``) and counted: dp2's DSFD clipped
+its boxes (``clip_boxes=True``), other detectors return the whole face of a person cut by the border.
+There is no margin: the IoU and the face crop only ever use the part inside the image, so a box
+10 px out is as usable as one 1 px out, and refusing it would stop the stage while dropping it would
+leave the visible part of that face as it was. Only a box with nothing inside the image is an error
+(``box_problem``); it points at a coordinate convention problem, not at something to regenerate.
 """
 
 from __future__ import annotations
@@ -26,8 +33,33 @@ from .masks import as_pycocotools
 
 DETECTIONS_FORMAT = "face-detections/v1"
 REGIONS_FORMAT = "face-regions/v1"
-# a box may leave the image by this much (detector output rounded / not clipped exactly)
-BOX_TOLERANCE = 1.0
+BOX_FIX = ("check the detector's coordinate convention (x0, y0, x1, y1 in pixels of the image as annotated, EXIF orientation "
+           "applied; not x, y, w, h nor normalized) or drop that box from the file")
+
+
+def box_problem(box, width: int, height: int) -> str | None:
+    """Why a face box x0, y0, x1, y1 is unusable in a width x height image, with the fix; None: usable
+    (after ``clip_box`` when it crosses the border)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        return f"box {[x0, y0, x1, y1]} is empty (needs x1 > x0 and y1 > y0); {BOX_FIX}"
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        return f"box {[x0, y0, x1, y1]} lies entirely outside the {width}x{height} image; {BOX_FIX}"
+    return None
+
+
+def clip_box(box, width: int, height: int) -> list[float]:
+    """The part of a box (no ``box_problem``) inside the image; never empty."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
+
+
+def count_clipped(counts: dict, boxes, width: int, height: int) -> None:
+    """Add the boxes that cross the image border to ``counts["clipped_to_image"]``, and keep in
+    ``counts["clipped_max_outside_px"]`` how far the farthest reached out: round-off or real crossings."""
+    outside = [max(-x0, -y0, x1 - width, y1 - height) for x0, y0, x1, y1 in ((float(v) for v in box[:4]) for box in boxes)]
+    counts["clipped_to_image"] += sum(1 for distance in outside if distance > 0)
+    counts["clipped_max_outside_px"] = round(max([counts["clipped_max_outside_px"], *outside]), 3)
 
 
 def box_mask_iou(boxes: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -91,9 +123,8 @@ def _decode(annotation: dict) -> np.ndarray:
 
 def _checked_detections(key: str, entry, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, 4) boxes and (N,) scores of one image's detections, or DatasetError naming the image."""
-    def fail(problem: str):
-        raise DatasetError(f"face detections of image '{key}': {problem}; regenerate the face "
-                           "detections for this dataset split")
+    def fail(problem: str, fix: str = "; regenerate the face detections for this dataset split"):
+        raise DatasetError(f"face detections of image '{key}': {problem}{fix}")
 
     if not isinstance(entry, dict) or "boxes" not in entry or "scores" not in entry:
         fail("expected an object with 'boxes' and 'scores'")
@@ -112,12 +143,9 @@ def _checked_detections(key: str, entry, width: int, height: int) -> tuple[np.nd
     if not (np.isfinite(box_array).all() and np.isfinite(score_array).all()):
         fail("boxes and scores must be finite numbers")
     for i, row in enumerate(box_array):
-        x0, y0, x1, y1 = (float(v) for v in row)
-        if x1 <= x0 or y1 <= y0:
-            fail(f"box {i} {[x0, y0, x1, y1]} is empty (needs x1 > x0 and y1 > y0)")
-        if (min(x0, y0) < -BOX_TOLERANCE or max(x0, x1) > width + BOX_TOLERANCE
-                or max(y0, y1) > height + BOX_TOLERANCE):
-            fail(f"box {i} {[x0, y0, x1, y1]} is not inside the {width}x{height} image")
+        problem = box_problem(row, width, height)
+        if problem:
+            fail(f"box {i}: {problem}", fix="")
     return box_array, score_array
 
 
@@ -141,13 +169,15 @@ def build_face_regions(detections: dict, persons: dict, *, dataset: str, confide
         checked[key] = _checked_detections(key, entry, int(image["width"]), int(image["height"]))
 
     counts = {"detections": 0, "below_confidence": 0, "matched": 0, "unmatched": 0,
-              "persons": len(persons["annotations"]), "persons_with_face": 0}
+              "persons": len(persons["annotations"]), "persons_with_face": 0, "clipped_to_image": 0, "clipped_max_outside_px": 0.0}
     regions: dict[str, list[dict]] = {}
     for file_name, image in images.items():
         regions[file_name] = []
         if file_name not in checked:
             continue
         boxes, scores = checked[file_name]
+        count_clipped(counts, boxes, int(image["width"]), int(image["height"]))
+        boxes = np.array([clip_box(box, int(image["width"]), int(image["height"])) for box in boxes]).reshape(-1, 4)
         keep = scores >= confidence
         counts["detections"] += len(scores)
         counts["below_confidence"] += int((~keep).sum())

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import io
 import os
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,6 +24,7 @@ from .errors import DatasetError, WorkflowInputError
 from .geometry import FACE_SIZE, HR_FACE_SIZE, CropGeometry, body_crop, cut_mask, cut_resize, expanded_box_area, face_box_expanded, face_crop, paste
 from .io import decode_image, require_file, write_bytes_atomic
 from .masks import decode
+from .metadata import KINDS, strip_metadata
 from .methods import Method, gaussian_blur
 
 REASON_TOO_SMALL = "too small (expanded box below min_size x min_size)"
@@ -280,11 +282,13 @@ def _check_faces_refer_to_persons(faces: dict, persons: dict) -> None:
                 raise WorkflowInputError(f"face regions of {file_name!r} refer to person {entry['person_id']}, which is not a target person of that image")
 
 
-def assemble_tree(raw_root: Path, tree_root: Path, split_files: list[str], shard_dirs: list[Path], untouched: str = "symlink") -> dict:
+def assemble_tree(raw_root: Path, tree_root: Path, split_files: list[str], shard_dirs: list[Path], untouched: str = "strip") -> dict:
     """Build the drop-in dataset root: the raw root's layout with the training images
     replaced by their anonymized versions. Everything else (validation split, annotation
-    files, other images' directories) is a symlink to the raw original; images without any
-    anonymized region are symlinked (or copied, ``untouched="copy"``) byte for byte."""
+    files, other images' directories) is a symlink to the raw original. Images without any
+    anonymized region are copied with their metadata removed, pixels untouched (``untouched="strip"``,
+    ``metadata.strip_metadata``), or, for training only, symlinked (``"symlink"``) or copied
+    (``"copy"``) byte for byte, metadata included. The counts say what was removed."""
     raw_root, tree_root = Path(raw_root).resolve(), Path(tree_root)
     anonymized = {}
     for shard_dir in shard_dirs:
@@ -297,7 +301,8 @@ def assemble_tree(raw_root: Path, tree_root: Path, split_files: list[str], shard
     split_set = set(split_files)
     needed_dirs = {Path(name).parent for name in split_files}
     ancestors = {parent for directory in needed_dirs for parent in [directory, *directory.parents]}
-    counts = {"anonymized": 0, "untouched": 0, "linked_entries": 0}
+    counts = {"anonymized": 0, "untouched": 0, "linked_entries": 0, "untouched_images": untouched}
+    removed = Counter()  # files per kind of metadata removed, "files" any, "orientation_kept"
 
     def build(relative: Path) -> None:
         (tree_root / relative).mkdir(parents=True, exist_ok=True)
@@ -309,7 +314,7 @@ def assemble_tree(raw_root: Path, tree_root: Path, split_files: list[str], shard
                 _hardlink_or_copy(anonymized[str(name)], tree_root / name)
                 counts["anonymized"] += 1
             elif str(name) in split_set:
-                _link_or_copy(entry, tree_root / name, untouched)
+                removed.update(_place_untouched(entry, tree_root / name, untouched))
                 counts["untouched"] += 1
             elif entry.is_dir() and name in ancestors:
                 build(name)
@@ -321,6 +326,9 @@ def assemble_tree(raw_root: Path, tree_root: Path, split_files: list[str], shard
     missing = len(split_set) - counts["anonymized"] - counts["untouched"]
     if missing:
         raise DatasetError(f"{missing} images of the split are missing under {raw_root}")
+    if untouched == "strip":
+        counts["metadata_removed"] = {"files": removed.pop("files", 0), "orientation_kept": removed.pop("orientation_kept", 0),
+                                      "files_by_kind": {kind: removed[kind] for kind in KINDS if removed[kind]}}
     return counts
 
 
@@ -331,8 +339,14 @@ def _hardlink_or_copy(source: Path, target: Path) -> None:
         write_bytes_atomic(target, source.read_bytes())
 
 
-def _link_or_copy(source: Path, target: Path, untouched: str) -> None:
+def _place_untouched(source: Path, target: Path, untouched: str) -> list[str]:
+    """Put an image without anonymized regions into the tree; returns what of its metadata was removed."""
+    if untouched == "symlink":
+        os.symlink(source, target)
+        return []
     if untouched == "copy":
         write_bytes_atomic(target, source.read_bytes())
-    else:
-        os.symlink(source, target)
+        return []
+    stripped = strip_metadata(source.read_bytes(), str(source))
+    write_bytes_atomic(target, stripped.data)
+    return [*stripped.removed, *(["files"] if stripped.removed else []), *(["orientation_kept"] if stripped.orientation != 1 else [])]

@@ -50,7 +50,8 @@ images are listed in the output, not silently filled.
 Alignment checks (fail with :class:`DatasetError` naming the image, plus how many images disagree)
 ----------------------------------------------------------------------------------------------
 Structural, always fatal: unknown image keys, malformed entries (shapes, non-finite numbers,
-empty or out-of-image boxes, scores outside [0, 1] or below the authors' detector threshold),
+empty boxes or boxes entirely outside the image (one crossing the border is clipped and counted),
+scores outside [0, 1] or below the authors' detector threshold),
 per-image instance counts that differ from the reconstructed order, indices out of range or
 repeated, a COCO face matched to an annotation that is no target person. Geometric, fatal when
 more than ``max_misfit_fraction`` of the checked instances fail: a keypoint entry with >= 3

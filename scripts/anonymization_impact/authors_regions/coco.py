@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..masks import decode
-from ..regions import REGIONS_FORMAT, box_mask_iou, match_faces
+from ..regions import REGIONS_FORMAT, box_mask_iou, clip_box, count_clipped, match_faces
 from .common import (AUTHORS_FACE_CONFIDENCE, AUTHORS_MIN_MATCH_IOU, DEFAULT_MAX_MISFIT, PLACEHOLDER_SCORE, SOURCES, Problems,
                      SourceImage, check_box, persons_by_image, persons_split, require_dataset)
 
@@ -59,7 +59,7 @@ def coco_face_regions(authors_boxes: dict, persons: dict, person_keypoints: dict
     images = {image["file_name"]: image for image in persons["images"]}
     annotations = {a["id"]: a for a in persons["annotations"]}
     regions: dict[str, list[dict]] = {file_name: [] for file_name in images}
-    boxes_total = 0
+    boxes_total, clipped = 0, {"clipped_to_image": 0, "clipped_max_outside_px": 0.0}
     for source, value in problems.known_images(authors_boxes, index):
         where, image = source.file_name, images[source.file_name]
         if not isinstance(value, dict) or not isinstance(value.get("boxes"), list) or not isinstance(value.get("keypoint_indices"), list):
@@ -88,7 +88,9 @@ def coco_face_regions(authors_boxes: dict, persons: dict, person_keypoints: dict
             continue
         if not boxes:
             continue
-        table = np.array([[float(v) for v in box] + [PLACEHOLDER_SCORE] for box in boxes], dtype=np.float64)
+        count_clipped(clipped, boxes, int(image["width"]), int(image["height"]))
+        boxes = [clip_box(box, int(image["width"]), int(image["height"])) for box in boxes]  # the IoU is the same
+        table = np.array([box + [PLACEHOLDER_SCORE] for box in boxes], dtype=np.float64)
         candidates = [pid for pid in source.entries if pid is not None]
         masks = np.stack([decode(annotations[pid]["segmentation"]).astype(bool) for pid in candidates])
         iou = box_mask_iou(table, masks)
@@ -102,7 +104,7 @@ def coco_face_regions(authors_boxes: dict, persons: dict, person_keypoints: dict
             elif ours.get(b) != person_id:
                 problems.misfit(where, f"box {b} -> person {person_id}, but re-matching the same boxes gives "
                                        f"{ours.get(b)} (instance order differs?)")
-            regions[where].append({"person_id": person_id, "box": [float(v) for v in boxes[b]], "score": None,
+            regions[where].append({"person_id": person_id, "box": boxes[b], "score": None,
                                    "iou": round(value_iou, 6)})
         boxes_total += len(boxes)
     checks = problems.raise_if_needed(len(images), max_misfit_fraction,
@@ -119,6 +121,6 @@ def coco_face_regions(authors_boxes: dict, persons: dict, person_keypoints: dict
         # only matched boxes were published: raw detections, low-score and unmatched boxes are unknown
         "counts": {"detections": None, "below_confidence": None, "matched": boxes_total, "unmatched": None,
                    "persons": len(annotations),
-                   "persons_with_face": sum(len({r["person_id"] for r in rs}) for rs in regions.values())},
+                   "persons_with_face": sum(len({r["person_id"] for r in rs}) for rs in regions.values()), **clipped},
         "checks": checks,
     }

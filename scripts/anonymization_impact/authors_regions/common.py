@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DatasetError
+from ..regions import box_problem
 
 # The thresholds the authors' detector, matching and keypoint readers used: facts about the published
 # files, not settings of this workflow (config.yaml's face_detection.* and regions.keypoint_score_threshold may differ).
 AUTHORS_FACE_CONFIDENCE = {"coco": 0.3, "cityscapes": 0.2, "bdd100k": 0.3}  # DSFD confidence (annotate_faces.py / detect_faces.py)
 AUTHORS_MIN_MATCH_IOU = 0.01  # dp2 get_matches
 AUTHORS_KEYPOINT_SCORE_THRESHOLD = 0.3  # visible: score >= it (Cityscapes reader) / > it (BDD100K reader)
-BOX_TOLERANCE = 1.0  # px a box may leave the image (float rounding of the clipped detector output)
 DEFAULT_MAX_MISFIT = 0.02
 PLACEHOLDER_SCORE = 1.0
 SHOWN_PROBLEMS = 5
@@ -111,9 +111,4 @@ def check_box(values, width: int, height: int, length: int) -> str | None:
     """Why `values` is no valid face box row of `length` numbers in a width x height image (None: valid)."""
     if not isinstance(values, (list, tuple)) or len(values) != length or not all(_number(v) for v in values):
         return f"expected a list of {length} finite numbers, got {str(values)[:80]}"
-    x0, y0, x1, y1 = (float(v) for v in values[:4])
-    if x1 <= x0 or y1 <= y0:
-        return f"box {[x0, y0, x1, y1]} is empty (needs x1 > x0 and y1 > y0)"
-    if min(x0, y0) < -BOX_TOLERANCE or x1 > width + BOX_TOLERANCE or y1 > height + BOX_TOLERANCE:
-        return f"box {[x0, y0, x1, y1]} is not inside the {width}x{height} image"
-    return None
+    return box_problem(values[:4], width, height)  # a box crossing the border is fine: it is clipped

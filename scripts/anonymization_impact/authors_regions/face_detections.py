@@ -16,7 +16,7 @@ false``), which only loses the score tie-break between boxes of exactly equal Io
 from __future__ import annotations
 
 from ..errors import DatasetError
-from ..regions import DETECTIONS_FORMAT, build_face_regions
+from ..regions import DETECTIONS_FORMAT, build_face_regions, clip_box
 from .common import AUTHORS_FACE_CONFIDENCE, PLACEHOLDER_SCORE, SOURCES, Problems, SourceImage, check_box, persons_split
 
 
@@ -65,8 +65,9 @@ def convert_face_detections(authors_boxes: dict, persons: dict, index: dict[str,
         n = len(entry["boxes"])
         problems.checked += n
         matched = {tuple(r["box"]) for r in regions["images"][file_name]}
+        width, height = int(images[file_name]["width"]), int(images[file_name]["height"])
         for b, box in enumerate(entry["boxes"]):
-            if tuple(box) not in matched:
+            if tuple(clip_box(box, width, height)) not in matched:  # the regions hold the boxes clipped to the image
                 problems.misfit(file_name, f"box {b} {box} matches no person (IoU <= {min_match_iou} with every "
                                            "free person mask), yet the authors matched it")
     document["checks"] = {**problems.raise_if_needed(len(images), max_misfit_fraction, hint),

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import WorkflowInputError
 from ..io import decode_image
-from ..regions import BOX_TOLERANCE, DETECTIONS_FORMAT
+from ..regions import DETECTIONS_FORMAT
 from ..weights import sha256_of
 from .common import ImageJob, persons_by_image, read_rgb, require
 
@@ -36,6 +36,8 @@ FACE_DETECTION_VERSION = "0.2.2"
 DSFD_NAME = "DSFDDetector"
 # the module holding ``model_url``; torch.hub caches the weights under that URL's file name
 DSFD_WEIGHTS_MODULE = "face_detection.dsfd.detect"
+# DSFD clips its boxes (clip_boxes=True): beyond float round-off outside the image it is another detector
+BOX_TOLERANCE = 1.0
 
 
 def is_out_of_memory(error: BaseException) -> bool:
