@@ -471,7 +471,7 @@ def build(env_file: Path, quiet: bool = False) -> Path:
     started = time.monotonic()
     try:
         log(f"building in {building} with {base}")
-        subprocess.run([str(base), "-m", "venv", str(building)], check=True)
+        subprocess.run([str(base), "-m", "venv", "--prompt", plan.env, str(building)], check=True)
         python = building / "bin" / "python"
         work = building / ".env-twin"
         work.mkdir()
@@ -479,12 +479,16 @@ def build(env_file: Path, quiet: bool = False) -> Path:
         (work / "pins.txt").write_text(constraints(plan))
         environment = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1"}
         environment.pop("PYTHONPATH", None)
+        build_log = work / "build.log"
         for command in pip_commands(plan, str(python), str(work / "pip-section.txt"), str(work / "pins.txt")):
             log("$ " + shlex.join(command))
-            result = subprocess.run(command, env=environment, capture_output=quiet, text=True)
+            with build_log.open("a") as output:
+                output.write("$ " + shlex.join(command) + "\n")
+                output.flush()
+                result = subprocess.run(command, env=environment, stdout=output, stderr=subprocess.STDOUT)
             if result.returncode:
-                tail = (result.stdout or "")[-3000:] + (result.stderr or "")[-3000:]
-                raise TwinError(f"{plan.env}: pip failed ({shlex.join(command[3:])}){': ' + tail if tail else ''}")
+                lines = [line for line in build_log.read_text().splitlines() if not line.startswith("WARNING: Location ")]
+                raise TwinError(f"{plan.env}: pip failed ({shlex.join(command[3:])}):\n" + "\n".join(lines[-40:]))
         minor = python_minor(python)
         if minor != plan.python:
             raise TwinError(f"{plan.env}: built with Python {minor}, the env pins {plan.python}")
@@ -583,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# left out {pin}: {why}")
             for line in plan.substitutions:
                 print(f"# {line}")
-            print(shlex.join([str(base or f"python{plan.python}"), "-m", "venv", str(venv)]))
+            print(shlex.join([str(base or f"python{plan.python}"), "-m", "venv", "--prompt", plan.env, str(venv)]))
             for command in pip_commands(plan, str(venv / "bin" / "python")):
                 print(shlex.join(command))
             print("# <pip-section.txt>:")
