@@ -67,8 +67,8 @@ DISTRIBUTIONS = {
 }
 CONDA_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<version>[0-9][A-Za-z0-9_.+!]*)$")
 PIP_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)==(?P<version>[0-9][A-Za-z0-9_.+!]*)$")
-# A source build pinned to a commit: name @ git+https://...@<hex commit>
-GIT_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+) @ git\+https://[^@ ]+\.git@(?P<version>[0-9a-f]{10,40})$")
+# A source build pinned to a commit: name @ git+https://...@<hex commit>[#subdirectory=<path>]
+GIT_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+) @ git\+https://[^@ ]+\.git@(?P<version>[0-9a-f]{10,40})(?:#subdirectory=[A-Za-z0-9_./-]+)?$")
 PIP_OPTION = re.compile(r"^--find-links https://\S+$")  # where prebuilt wheels (mmcv) come from
 
 
