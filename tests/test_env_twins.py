@@ -320,9 +320,26 @@ def _twin(env: Path) -> Path:
         pytest.fail(str(error))
 
 
-def _run(python: Path, code: str) -> subprocess.CompletedProcess:
-    environment = {"PATH": f"{python.parent}:/usr/bin:/bin", "PYTHONPATH": str(REPO / "scripts"), "HOME": str(Path.home()), "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
+def _run(python: Path, code: str, paths: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    pythonpath = ":".join(str(path) for path in (REPO / "scripts", *paths))
+    environment = {"PATH": f"{python.parent}:/usr/bin:/bin", "PYTHONPATH": pythonpath, "HOME": str(Path.home()), "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
     return subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=REPO, env=environment, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def extra_paths(tmp_path_factory) -> dict[str, tuple[Path, ...]]:
+    """env stem -> what the workflow puts on sys.path there: dp2 runs from its checkout at
+    DP2_COMMIT (rule deepprivacy2_source), here the wheelhouse's archive of that commit."""
+    from anonymization_impact.realistic import DP2_COMMIT
+
+    wheelhouse = env_twins.find_wheelhouse()
+    archive = wheelhouse / "sources" / f"deep_privacy2-{DP2_COMMIT}.tar.gz" if wheelhouse else None
+    if archive is None or not archive.is_file():
+        return {}
+    target = tmp_path_factory.mktemp("dp2")
+    with tarfile.open(archive) as tar:
+        tar.extractall(target)
+    return {"deepprivacy2": tuple(target.iterdir())}
 
 
 @pytest.mark.stacks
@@ -337,18 +354,18 @@ def test_twin_has_exactly_the_env_files_versions(env, stacks_machine):
 
 @pytest.mark.stacks
 @pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.stem)
-def test_twin_runs_its_framework(env, stacks_machine):
-    result = _run(_twin(env) / "bin" / "python", FRAMEWORK_SMOKE[env.stem])
+def test_twin_runs_its_framework(env, stacks_machine, extra_paths):
+    result = _run(_twin(env) / "bin" / "python", FRAMEWORK_SMOKE[env.stem], extra_paths.get(env.stem, ()))
     assert result.returncode == 0, result.stderr[-4000:]
 
 
 @pytest.mark.stacks
 @pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.stem)
-def test_twin_imports_the_package_modules_of_its_rules(env, stacks_machine):
+def test_twin_imports_the_package_modules_of_its_rules(env, stacks_machine, extra_paths):
     python = _twin(env) / "bin" / "python"
     failures = {}
     for module in sorted(package_modules()[env.stem]):
-        result = _run(python, f"import {module}")
+        result = _run(python, f"import {module}", extra_paths.get(env.stem, ()))
         if result.returncode:
             failures[module] = result.stderr.strip().splitlines()[-1]
     assert not failures, "\n".join(f"{module}: {error}" for module, error in failures.items())
