@@ -236,6 +236,17 @@ def test_a_twin_is_built_once_atomically_then_reused(tmp_path, monkeypatch):
     assert env_twins.build(env, quiet=True) == path and (path / "reused").exists()
 
 
+def test_gc_finds_twins_of_changed_env_files_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANONYMIZATION_IMPACT_ENV_CACHE", str(tmp_path / "cache"))
+    env = _env(tmp_path, ["python=3.11"], "bare")
+    current = tmp_path / "cache" / f"bare-{env_twins.env_digest(env)[:12]}"
+    old = tmp_path / "cache" / "bare-0123456789ab"
+    other = tmp_path / "cache" / "other-0123456789ab"
+    for folder in (current, old, other):
+        folder.mkdir(parents=True)
+    assert env_twins.stale([env]) == [old]
+
+
 # --------------------------------------------------------------------------- the stacks, for real
 
 # What each env's framework must do (import, and a little more where cheap).

@@ -32,6 +32,7 @@ hard-linked to save disk.
     python tools/env_twins.py plan envs/X.yaml   # the commands a build would run
     python tools/env_twins.py build envs/X.yaml ... | --all
     python tools/env_twins.py path envs/X.yaml   # the twin's folder (built if needed)
+    python tools/env_twins.py gc                 # remove twins of env files that changed since
 
 Standard library + PyYAML only.
 """
@@ -510,6 +511,7 @@ def build(env_file: Path, quiet: bool = False) -> Path:
             "installed": versions,
         }
         (building / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+        os.chmod(building, 0o755)  # mkdtemp's 0700: others may read a shared cache
         try:
             os.rename(building, final)
         except OSError:  # another build finished first: use it
@@ -546,6 +548,24 @@ def missing(env_files_: list[Path] | None = None) -> list[str]:
     return lines
 
 
+def stale(env_files_: list[Path]) -> list[Path]:
+    """Cached twins of these envs whose env file has changed since (another hash), and building
+    folders left by a build that was killed (older than a day)."""
+    root = cache_root()
+    if not root.is_dir():
+        return []
+    current = {f"{env.stem}-{env_digest(env)[:12]}" for env in env_files_}
+    names = {env.stem for env in env_files_}
+    found = []
+    for entry in sorted(root.iterdir()):
+        match = re.fullmatch(r"(?P<env>.+)-(?P<hash>[0-9a-f]{12})", entry.name)
+        if match and match["env"] in names and entry.name not in current:
+            found.append(entry)
+        elif entry.name.startswith(".building-") and time.time() - entry.stat().st_mtime > 86400:
+            found.append(entry)
+    return found
+
+
 def _python_pin(env_file: Path) -> str:
     for entry in read_env(env_file)[0]:
         match = CONDA_PIN.match(entry)
@@ -566,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--all", action="store_true", help="every envs/*.yaml")
     path_parser = commands.add_parser("path", help="print a twin's folder, building it if needed")
     path_parser.add_argument("env_file", type=Path)
+    gc_parser = commands.add_parser("gc", help="remove cached twins of envs/*.yaml whose env file has changed")
+    gc_parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
 
     try:
@@ -608,6 +630,12 @@ def main(argv: list[str] | None = None) -> int:
             if failed:
                 print(f"failed: {' '.join(failed)}", file=sys.stderr)
                 return 1
+            return 0
+        if args.command == "gc":
+            for entry in stale(sorted((REPO / "envs").glob("*.yaml"))):
+                print(f"{'would remove' if args.dry_run else 'removing'} {entry}")
+                if not args.dry_run:
+                    shutil.rmtree(entry)
             return 0
         if args.command == "path":
             print(build(args.env_file, quiet=True))
