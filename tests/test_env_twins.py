@@ -355,28 +355,21 @@ def extra_paths(tmp_path_factory) -> dict[str, tuple[Path, ...]]:
 
 @pytest.mark.stacks
 @pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.stem)
-def test_twin_has_exactly_the_env_files_versions(env, stacks_machine):
+def test_twin_has_the_env_files_versions_and_runs_its_framework_and_package(env, stacks_machine, extra_paths):
+    """The twin (built unless cached) has exactly the env file's pins, its framework imports and
+    does a little work, and the package modules its rules import import there."""
     twin = _twin(env)
-    wheelhouse = env_twins.find_wheelhouse()
-    plan = env_twins.make_plan(env, env_twins.Wheelhouse(wheelhouse))
-    assert env_twins.drift(plan, env_twins.installed_versions(twin / "bin" / "python")) == []
-    assert env_twins.python_minor(twin / "bin" / "python") == plan.python
+    python = twin / "bin" / "python"
+    plan = env_twins.make_plan(env, env_twins.Wheelhouse(env_twins.find_wheelhouse()))
+    assert env_twins.python_minor(python) == plan.python
+    assert env_twins.drift(plan, env_twins.installed_versions(python)) == [], "versions differ from the env file"
 
+    result = _run(python, FRAMEWORK_SMOKE[env.stem], extra_paths.get(env.stem, ()))
+    assert result.returncode == 0, "framework smoke test failed:\n" + result.stderr[-4000:]
 
-@pytest.mark.stacks
-@pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.stem)
-def test_twin_runs_its_framework(env, stacks_machine, extra_paths):
-    result = _run(_twin(env) / "bin" / "python", FRAMEWORK_SMOKE[env.stem], extra_paths.get(env.stem, ()))
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
-@pytest.mark.stacks
-@pytest.mark.parametrize("env", ENV_FILES, ids=lambda p: p.stem)
-def test_twin_imports_the_package_modules_of_its_rules(env, stacks_machine, extra_paths):
-    python = _twin(env) / "bin" / "python"
     failures = {}
     for module in sorted(package_modules()[env.stem]):
         result = _run(python, f"import {module}", extra_paths.get(env.stem, ()))
         if result.returncode:
             failures[module] = result.stderr.strip().splitlines()[-1]
-    assert not failures, "\n".join(f"{module}: {error}" for module, error in failures.items())
+    assert not failures, "package modules do not import:\n" + "\n".join(f"{module}: {error}" for module, error in failures.items())
