@@ -308,7 +308,7 @@ def make_plan(env_file: Path, wheelhouse: Wheelhouse | None) -> Plan:
             continue
         git = GIT_REQUIREMENT.match(line)
         if git:
-            _add_github_requirement(plan, wheelhouse, git, env_file, top_level=True)
+            _add_github_requirement(plan, wheelhouse, git, env_file)
             continue
         if line.startswith("-"):
             raise TwinError(f"{env_file.name}: pip option {line!r} is not understood by this tool")
@@ -320,7 +320,7 @@ def make_plan(env_file: Path, wheelhouse: Wheelhouse | None) -> Plan:
     return plan
 
 
-def _add_github_requirement(plan: Plan, wheelhouse: Wheelhouse | None, git: re.Match, env_file: Path, top_level: bool) -> None:
+def _add_github_requirement(plan: Plan, wheelhouse: Wheelhouse | None, git: re.Match, env_file: Path) -> None:
     """Map `name @ git+https://github.com/owner/repo@commit` to the wheelhouse (or a stand-in)."""
     name, repo, commit, subdirectory = git["name"], git["repo"], git["commit"], git["subdirectory"]
     what = f"{name} @ github.com/{repo}" + (f"@{commit}" if commit else " (no commit)") + (f"#{subdirectory}" if subdirectory else "")
@@ -356,7 +356,7 @@ def _add_github_requirement(plan: Plan, wheelhouse: Wheelhouse | None, git: re.M
     for requirement, git_dep in zip(requirements, nested):
         if git_dep:
             if normalize(git_dep["name"]) not in plan.expected_present and normalize(git_dep["name"]) not in plan.expected:
-                _add_github_requirement(plan, wheelhouse, git_dep, env_file, top_level=False)
+                _add_github_requirement(plan, wheelhouse, git_dep, env_file)
         else:
             plan.pip_lines.append(requirement.replace(" ", ""))
 
