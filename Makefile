@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: demo test lint format venv clean
+.PHONY: demo test test-stacks lint format venv clean
 
 venv: $(VENV)/.installed
 
@@ -22,6 +22,13 @@ demo: venv
 ## Run the test suite (unit tests, lint, format check, a real run of the data stage).
 test: venv
 	$(BIN)/python -m pytest -q tests
+
+## Build (or reuse) the runnable twin virtualenv of every envs/*.yaml (tools/env_twins.py; cached
+## outside the clone, keyed by the env file) and test them: pinned versions, framework and package
+## imports. Skips, saying what is missing, without a pyenv Python or the wheelhouse.
+test-stacks: venv
+	$(BIN)/python tools/env_twins.py check
+	$(BIN)/python -m pytest -q -m stacks tests/test_env_twins.py
 
 lint: venv
 	$(BIN)/snakemake --lint

@@ -67,8 +67,8 @@ DISTRIBUTIONS = {
 }
 CONDA_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)=(?P<version>[0-9][A-Za-z0-9_.+!]*)$")
 PIP_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)==(?P<version>[0-9][A-Za-z0-9_.+!]*)$")
-# A source build pinned to a commit: name @ git+https://...@<hex commit>
-GIT_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+) @ git\+https://[^@ ]+\.git@(?P<version>[0-9a-f]{10,40})$")
+# A source build pinned to a commit: name @ git+https://...@<hex commit>[#subdirectory=<path>]
+GIT_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+) @ git\+https://[^@ ]+\.git@(?P<version>[0-9a-f]{10,40})(?:#subdirectory=[A-Za-z0-9_./-]+)?$")
 PIP_OPTION = re.compile(r"^--find-links https://\S+$")  # where prebuilt wheels (mmcv) come from
 
 
@@ -292,7 +292,8 @@ def test_env_versions_equal_the_local_setup():
 
 def test_gpu_rules_get_a_cuda_build_of_pytorch():
     """The rules the SLURM profile gives a GPU get a CUDA build: PyPI's Linux wheel (the CUDA
-    build; the CPU one would be torch==X+cpu), or conda's PyTorch with cudatoolkit / pytorch-cuda."""
+    build; the CPU one would be torch==X+cpu), or conda's PyTorch with cudatoolkit / pytorch-cuda
+    (the pytorch channel) or pytorch-gpu (conda-forge's CUDA build)."""
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     gpu_rules = [rule for rule, resources in profile["set-resources"].items() if resources.get("gpu")]
     assert set(gpu_rules) == {"train_model", "predict", "anonymize_shard_realistic", "detect_faces", "detect_keypoints"}
@@ -301,8 +302,8 @@ def test_gpu_rules_get_a_cuda_build_of_pytorch():
             pins = env_dependencies((REPO / "rules" / env).resolve())
             torch_pin = pins.get("torch") or pins.get("pytorch")
             assert torch_pin and "+cpu" not in torch_pin, env
-            if "pytorch" in pins:  # conda's PyTorch: CUDA from its cudatoolkit / pytorch-cuda
-                assert "cudatoolkit" in pins or "pytorch-cuda" in pins, env
+            if "pytorch" in pins:  # conda's PyTorch: CUDA from its cudatoolkit / pytorch-cuda / pytorch-gpu
+                assert "cudatoolkit" in pins or "pytorch-cuda" in pins or pins.get("pytorch-gpu") == pins["pytorch"], env
 
 
 def test_the_package_parses_as_python_3_9():
