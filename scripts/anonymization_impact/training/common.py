@@ -9,6 +9,11 @@ from ..errors import WorkflowInputError
 from . import BACKEND_ENVS
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: every backend stops with this error, its last good
+    checkpoint kept."""
+
+
 def kept_categories(categories: list[dict], task: str, exclude_classes=()) -> list[dict]:
     """The categories a model is trained on, in id order: every category of the annotation
     (only person for keypoints) but the excluded class names, which must exist."""

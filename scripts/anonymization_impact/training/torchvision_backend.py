@@ -30,16 +30,13 @@ from torchvision.ops import FrozenBatchNorm2d
 from ..errors import WorkflowInputError
 from ..io import decode_image, write_bytes_atomic
 from ..masks import encode
+from .common import TrainingDiverged
 from .data import DetectionSamples, batch_indices, flip_decision
 from .job import TrainingJob
 from .schedule import learning_rate
 
 log = logging.getLogger("anonymization_impact.training")
 STAGES = ["layer4", "layer3", "layer2", "layer1", "conv1"]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 def select_device(requested: str) -> torch.device:
