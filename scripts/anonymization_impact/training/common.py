@@ -1,7 +1,10 @@
 """Helpers the backends share: the classes a model trains on, the device, and the errors of a
-framework that is missing or a schedule a model zoo cannot express."""
+framework that is missing or a schedule a model zoo cannot express, the error of a diverged run, and
+the record of the frameworks a run used."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..errors import WorkflowInputError
 # BACKEND_ENVS stays in the package's __init__ (rules/common.smk reads it there), which imports its modules only inside
@@ -63,3 +66,30 @@ def model_zoo_mismatches(schedule: dict, backbone: str, depths) -> list[str]:
     if schedule["clip_gradient_norm"] is not None:
         problems.append(f"clip_gradient_norm {schedule['clip_gradient_norm']} (null only: not translated)")
     return problems
+
+
+def framework_record(*distributions: str) -> dict:
+    """{distribution: {"version", "commit", "source"}} of the frameworks a run used (training.json
+    and the metric provenance record it). The commit is the one pip recorded for a git install
+    (its direct_url.json); an env twin built from a wheelhouse wheel names the commit in its
+    marker file (tools/env_twins.py); else None."""
+    import json
+    import sys
+    from importlib import metadata
+
+    twin_marker = Path(sys.prefix) / ".env-twin.json"
+    substitutions = json.loads(twin_marker.read_text())["plan"]["substitutions"] if twin_marker.is_file() else []
+    record = {}
+    for name in distributions:
+        try:
+            distribution = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            record[name] = {"version": None, "commit": None, "source": "not installed"}
+            continue
+        direct_url = json.loads(distribution.read_text("direct_url.json") or "{}")
+        commit, source = direct_url.get("vcs_info", {}).get("commit_id"), direct_url.get("url", "an index")
+        for line in substitutions:  # "<name> @ github.com/<owner>/<repo>@<commit> -> the wheelhouse's ..."
+            if line.split(" @ ")[0] == name and "@" in line.split(" -> ")[0].split(" @ ")[-1]:
+                commit, source = line.split(" -> ")[0].split("@")[-1], f"env twin: {line}"
+        record[name] = {"version": distribution.version, "commit": commit, "source": source}
+    return record
