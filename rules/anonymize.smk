@@ -15,15 +15,19 @@ rule anonymize_shard:
         variant=alternatives(variant_names(config, realistic=False)),
     conda:
         "../envs/anonymize.yaml"
+    envmodules:
+        env_module("anonymize"),
     params:
-        root=get_dataset_root,
-        variant=get_variant_settings,
-        shards=config["anonymization"]["shards"],
-        leak_check_images=config["anonymization"]["leak_check_images"],
-        hide_pending=config["anonymization"]["pending_regions"] == "hidden",
-        generators=get_generator_settings,
-    script:
-        "../scripts/anonymize_shard.py"
+        job=command_job(
+            root=get_dataset_root,
+            variant=get_variant_settings,
+            shards=config["anonymization"]["shards"],
+            leak_check_images=config["anonymization"]["leak_check_images"],
+            hide_pending=config["anonymization"]["pending_regions"] == "hidden",
+            generators=get_generator_settings,
+        ),
+    shell:
+        command("anonymize_shard")
 
 
 # Realistic variants: the same shards, made by generators (DeepPrivacy2 on a GPU for the
@@ -35,6 +39,8 @@ use rule anonymize_shard as anonymize_shard_realistic with:
         variant=alternatives(variant_names(config, realistic=True)),
     conda:
         "../envs/deepprivacy2.yaml"
+    envmodules:
+        env_module("deepprivacy2"),
 
 
 rule download_deepprivacy2:

@@ -1,6 +1,7 @@
 # Config validation, wildcard constraints and the input functions of all rules: thin wrappers
 # that turn wildcards into paths. What the study needs (runs, trees, regions, job settings,
 # config slices) is decided in the package: anonymization_impact.plan and .variants.
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from anonymization_impact.config import (
 )
 from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.realistic import DP2_COMMIT, DP2_REPOSITORY
+from anonymization_impact.rule_job import encode
 from anonymization_impact.variants import Variant, variant_names
 from anonymization_impact.weights import entry_for_file, placed_weights
 
@@ -50,6 +52,64 @@ wildcard_constraints:
     seed=r"\d+",
     target=alternatives(TABLE_TARGETS),
     backbone=r"resnet\d+",
+
+
+# ------------------------------------------------------------------------------ deployment
+# Rules run in their env: a conda env (--sdm conda) or its environment module (--sdm
+# env-modules; tools/env_twins.py builds one per envs/*.yaml for sites without conda). Rules
+# whose env runs Python 3.9 call their script as a command (anonymization_impact.rule_job),
+# which reads these from the environment: neither a clone's path nor the deployment method is
+# a reason to rerun a job, as a parameter would be.
+_METHODS = {method.name for method in workflow.deployment_settings.deployment_method}
+# the command's Python: the env's (first on PATH), else this controller's, as script: does
+os.environ["ANONYMIZATION_IMPACT_PYTHON"] = (
+    "python" if _METHODS & {"CONDA", "ENV_MODULES"} else sys.executable
+)
+os.environ["ANONYMIZATION_IMPACT_SCRIPTS"] = str(Path(workflow.basedir) / "scripts")
+# train_model / predict choose their env per run, which a static envmodules: cannot say
+os.environ["ANONYMIZATION_IMPACT_LOAD_ENV"] = (
+    "module load" if "ENV_MODULES" in _METHODS else ":"
+)
+
+
+# set above, not by the user; declared so that Snakemake passes them on to remote jobs
+envvars:
+    "ANONYMIZATION_IMPACT_PYTHON",
+    "ANONYMIZATION_IMPACT_SCRIPTS",
+    "ANONYMIZATION_IMPACT_LOAD_ENV",
+
+
+def env_module(env):
+    """The environment module of an env file, e.g. anonymization-impact/detectron2."""
+    return f"anonymization-impact/{Path(env).stem}"
+
+
+def command(script, load_env=False):
+    """The shell command that runs `scripts/<script>.py` as a command, loading the module of
+    the job's env (params.env_module) first with `load_env`."""
+    run = (
+        f'"$ANONYMIZATION_IMPACT_PYTHON" "$ANONYMIZATION_IMPACT_SCRIPTS/{script}.py" '
+        "--log {log:q} --threads {threads} --job {params.job:q}"
+    )
+    return (
+        f"$ANONYMIZATION_IMPACT_LOAD_ENV {{params.env_module}} && {run}"
+        if load_env
+        else run
+    )
+
+
+def command_job(**params):
+    """Params function: the job of a command rule as one JSON argument; each value is a
+    params function of the wildcards or a plain value."""
+
+    def job(wildcards, input, output):
+        values = {
+            name: value(wildcards) if callable(value) else value
+            for name, value in params.items()
+        }
+        return encode(input=input, output=output, params=values, wildcards=wildcards)
+
+    return job
 
 
 def _variant(wildcards):
@@ -226,6 +286,10 @@ def get_training_env(wildcards):
     return f"../{plan.training_env(config, wildcards.dataset, wildcards.model)}"
 
 
+def get_training_env_module(wildcards):
+    return env_module(plan.training_env(config, wildcards.dataset, wildcards.model))
+
+
 def run_answer(answer):
     """Input / params function: the plan's `answer(config, dataset, model)` for the job's run."""
     return lambda wildcards: answer(config, wildcards.dataset, wildcards.model)
@@ -257,6 +321,13 @@ def get_train_model_inputs(wildcards):
     if init is not None:
         inputs["init_weights"] = init["path"]
     return inputs
+
+
+def get_checkpoint_dir(wildcards):
+    return str(
+        Path(rules.train_model.output.weights.format(**wildcards)).parent
+        / "checkpoints"
+    )
 
 
 def get_training_job_settings(wildcards):

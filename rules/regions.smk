@@ -34,15 +34,19 @@ rule detect_faces:
         "benchmarks/faces/{dataset}/detections.tsv"
     conda:
         "../envs/detectors.yaml"
+    envmodules:
+        env_module("detectors"),
     params:
-        root=get_dataset_root,
-        # the lowest threshold: match_faces applies each dataset's own
-        confidence=min(config["face_detection"]["confidence"].values()),
-        nms_iou=config["face_detection"]["nms_iou"],
-        device=config["face_detection"]["device"],
-        weights_entry=lambda wildcards: detector_weights("face_detection"),
-    script:
-        "../scripts/detect_faces.py"
+        job=command_job(
+            root=get_dataset_root,
+            # the lowest threshold: match_faces applies each dataset's own
+            confidence=min(config["face_detection"]["confidence"].values()),
+            nms_iou=config["face_detection"]["nms_iou"],
+            device=config["face_detection"]["device"],
+            weights_entry=lambda wildcards: detector_weights("face_detection"),
+        ),
+    shell:
+        command("detect_faces")
 
 
 rule detect_keypoints:
@@ -60,13 +64,17 @@ rule detect_keypoints:
         dataset=alternatives(sorted(set(DATASETS) - set(KEYPOINT_ANNOTATED_DATASETS))),
     conda:
         "../envs/detectors.yaml"
+    envmodules:
+        env_module("detectors"),
     params:
-        root=get_dataset_root,
-        score_threshold=config["regions"]["keypoint_score_threshold"],
-        device=config["keypoint_detection"]["device"],
-        weights_entry=lambda wildcards: detector_weights("keypoint_detection"),
-    script:
-        "../scripts/detect_keypoints.py"
+        job=command_job(
+            root=get_dataset_root,
+            score_threshold=config["regions"]["keypoint_score_threshold"],
+            device=config["keypoint_detection"]["device"],
+            weights_entry=lambda wildcards: detector_weights("keypoint_detection"),
+        ),
+    shell:
+        command("detect_keypoints")
 
 
 # The authors' published files (regions.source: authors): one script imports each kind.

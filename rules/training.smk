@@ -32,13 +32,17 @@ rule train_model:
     resources:
         runtime=run_answer(plan.training_runtime_minutes),
     params:
-        image_root=get_training_image_root,
-        job=get_training_job_settings,
-        checkpoint_dir="results/models/{dataset}/{variant}/{model}/seed{seed}/checkpoints",
+        backend=run_answer(plan.training_backend),
+        env_module=get_training_env_module,
+        job=command_job(
+            training=get_training_job_settings,
+            image_root=get_training_image_root,
+            checkpoint_dir=get_checkpoint_dir,
+        ),
     message:
-        "train_model {wildcards.dataset}/{wildcards.variant}/{wildcards.model}/seed{wildcards.seed} with backend {params.job[backend]} -> {output.weights}"
-    script:
-        "../scripts/train_model.py"
+        "train_model {wildcards.dataset}/{wildcards.variant}/{wildcards.model}/seed{wildcards.seed} with backend {params.backend} -> {output.weights}"
+    shell:
+        command("train_model", load_env=True)
 
 
 rule predict:
@@ -56,11 +60,14 @@ rule predict:
         get_training_env
     threads: config["training"]["threads"]
     params:
-        root=get_dataset_root,
-        device=config["training"]["device"],
-        backend=run_answer(plan.training_backend),
-    script:
-        "../scripts/predict.py"
+        env_module=get_training_env_module,
+        job=command_job(
+            root=get_dataset_root,
+            device=config["training"]["device"],
+            backend=run_answer(plan.training_backend),
+        ),
+    shell:
+        command("predict", load_env=True)
 
 
 rule evaluate:

@@ -9,12 +9,16 @@ from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.keypoints import apply_keypoints
 from anonymization_impact.logs import logged
 from anonymization_impact.methods import build_method
+from anonymization_impact.rule_job import job_of
 from anonymization_impact.trees import anonymize_shard, persons_in_shard
 from anonymization_impact.variants import Variant
 
-with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
-    wildcards, params, inputs = snakemake.wildcards, snakemake.params, snakemake.input  # noqa: F821
-    output_dir = Path(snakemake.output.images)  # noqa: F821
+# the job: injected by Snakemake's script: or a test, else the command line's (rule_job), as the rule calls it
+snakemake = job_of(globals(), sys.argv[1:])
+
+with logged(snakemake.log[0]) as log:
+    wildcards, params, inputs = snakemake.wildcards, snakemake.params, snakemake.input
+    output_dir = Path(snakemake.output.images)
     output_dir.mkdir(parents=True, exist_ok=True)
     persons = read_json(inputs.persons)
     faces = read_json(inputs.faces) if "faces" in inputs.keys() else None
@@ -45,5 +49,5 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         hide_pending=params.hide_pending,
         progress=lambda items: tqdm(items, desc=f"{wildcards.variant} shard {wildcards.shard}", file=sys.stderr, mininterval=10),
     )
-    write_json_atomic(snakemake.output.audit, audit)  # noqa: F821
+    write_json_atomic(snakemake.output.audit, audit)
     log.info("shard %s: %d images, leak check %s", wildcards.shard, len(audit["images"]), audit["leak_check"])

@@ -20,10 +20,14 @@ from tqdm import tqdm
 from anonymization_impact import detectors
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
+from anonymization_impact.rule_job import job_of
 from anonymization_impact.weights import verify_weights
 
-with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
-    params, inputs = snakemake.params, snakemake.input  # noqa: F821
+# the job: injected by Snakemake's script: or a test, else the command line's (rule_job), as the rule calls it
+snakemake = job_of(globals(), sys.argv[1:])
+
+with logged(snakemake.log[0]) as log:
+    params, inputs = snakemake.params, snakemake.input
     detectors.require_rule_fields("detect_faces", inputs, params, inputs=("persons", "weights"), params=("root", "confidence"))
     persons = read_json(inputs.persons)
     weights = Path(inputs.weights)
@@ -42,11 +46,11 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
     document = detectors.detect_faces(
         images,
         detector,
-        dataset=persons.get("info", {}).get("dataset", snakemake.wildcards.dataset),  # noqa: F821
+        dataset=persons.get("info", {}).get("dataset", snakemake.wildcards.dataset),
         split=persons.get("info", {}).get("split", "train"),
         detector_info=detectors.dsfd_info(settings, weights),
         batch_size=int(getattr(params, "batch_size", 1)),
         progress=lambda items: tqdm(items, desc="DSFD", file=sys.stderr, mininterval=30),
     )
-    write_json_atomic(snakemake.output[0], document)  # noqa: F821
+    write_json_atomic(snakemake.output[0], document)
     log.info("face detections: %s", document["counts"])

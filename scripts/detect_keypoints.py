@@ -19,10 +19,14 @@ from tqdm import tqdm
 from anonymization_impact import detectors
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
+from anonymization_impact.rule_job import job_of
 from anonymization_impact.weights import verify_weights
 
-with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
-    params, inputs = snakemake.params, snakemake.input  # noqa: F821
+# the job: injected by Snakemake's script: or a test, else the command line's (rule_job), as the rule calls it
+snakemake = job_of(globals(), sys.argv[1:])
+
+with logged(snakemake.log[0]) as log:
+    params, inputs = snakemake.params, snakemake.input
     detectors.require_rule_fields("detect_keypoints", inputs, params, inputs=("persons", "weights"), params=("root",))
     persons = read_json(inputs.persons)
     weights = Path(inputs.weights)
@@ -38,12 +42,12 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
         persons,
         Path(params.root),
         model,
-        dataset=persons.get("info", {}).get("dataset", snakemake.wildcards.dataset),  # noqa: F821
+        dataset=persons.get("info", {}).get("dataset", snakemake.wildcards.dataset),
         score_threshold=float(getattr(params, "score_threshold", detectors.KEYPOINT_SCORE_THRESHOLD)),
         batch_size=int(getattr(params, "batch_size", 32)),
         dp2_crop=dp2_crop,
         source=source,
         progress=lambda items: tqdm(items, desc="ViTPose-H", file=sys.stderr, mininterval=30),
     )
-    write_json_atomic(snakemake.output[0], document)  # noqa: F821
+    write_json_atomic(snakemake.output[0], document)
     log.info("keypoints: %s", document["counts"])

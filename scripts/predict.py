@@ -8,16 +8,20 @@ from tqdm import tqdm
 
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
+from anonymization_impact.rule_job import job_of
 from anonymization_impact.training import backend
 
-with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
-    predictions = backend(snakemake.params.backend).predict(  # noqa: F821
-        Path(snakemake.input.weights),  # noqa: F821
-        read_json(snakemake.input.annotation),  # noqa: F821
-        Path(snakemake.params.root),  # noqa: F821
-        device=snakemake.params.device,  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
+# the job: injected by Snakemake's script: or a test, else the command line's (rule_job), as the rule calls it
+snakemake = job_of(globals(), sys.argv[1:])
+
+with logged(snakemake.log[0]) as log:
+    predictions = backend(snakemake.params.backend).predict(
+        Path(snakemake.input.weights),
+        read_json(snakemake.input.annotation),
+        Path(snakemake.params.root),
+        device=snakemake.params.device,
+        threads=snakemake.threads,
         progress=lambda items: tqdm(items, file=sys.stderr, mininterval=30, desc="images"),
     )
-    write_json_atomic(snakemake.output[0], predictions)  # noqa: F821
+    write_json_atomic(snakemake.output[0], predictions)
     log.info("%d predictions", len(predictions))

@@ -292,13 +292,13 @@ def package_modules() -> dict[str, set[str]]:
     training backend modules each backend env serves)."""
     import ast
 
-    from test_envs import BACKEND_MODULES, BLOCKS, STACK_MODULES, conda_envs, directive
+    from test_envs import BACKEND_MODULES, BLOCKS, STACK_MODULES, conda_envs, rule_script
 
     from anonymization_impact.training import BACKEND_ENVS
 
     found: dict[str, set[str]] = {env.stem: set() for env in ENV_FILES}
     for block in BLOCKS.values():
-        script = directive(block, "script")
+        script = rule_script(block)
         if not script:
             continue
         tree = ast.parse((REPO / "rules" / script).resolve().read_text())

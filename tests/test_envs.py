@@ -96,6 +96,16 @@ def directive(block: str, name: str) -> str | None:
     return match.group(1) if match else None
 
 
+def rule_script(block: str) -> str | None:
+    """The script a rule runs (relative to rules/): its `script:`, or the script its shell
+    `command("<name>")` runs (rules whose env runs Python 3.9; rules/common.smk)."""
+    literal = directive(block, "script")
+    if literal:
+        return literal
+    match = re.search(r'^    shell:\n        command\("(\w+)"', block, flags=re.M)
+    return f"../scripts/{match.group(1)}.py" if match else None
+
+
 def conda_envs(block: str) -> dict[str, set[Path]]:
     """env path relative to rules/ -> backend modules left out of the import check there.
 
@@ -252,10 +262,10 @@ def test_paper_envs_pin_the_papers_stack_and_commits():
     assert env_dependencies(REPO / BACKEND_ENVS["mmdetection"]["current"])["mmdet"].startswith("3.")
 
 
-@pytest.mark.parametrize("rule", [r for r in CODE_RULES if directive(BLOCKS[r], "script")])
+@pytest.mark.parametrize("rule", [r for r in CODE_RULES if rule_script(BLOCKS[r])])
 def test_packages_a_rule_imports_are_in_its_env(rule):
     block = BLOCKS[rule]
-    script = (REPO / "rules" / directive(block, "script")).resolve()
+    script = (REPO / "rules" / rule_script(block)).resolve()
     for env_name, skip in conda_envs(block).items():
         env = (REPO / "rules" / env_name).resolve()
         pins = env_dependencies(env)
