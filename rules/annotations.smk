@@ -14,6 +14,8 @@ rule normalize_annotations:
         "benchmarks/annotations/{dataset}/{split}.tsv"
     conda:
         "../envs/data.yaml"
+    envmodules:
+        env_module("data"),
     params:
         root=get_dataset_root,
         verify_images=lookup("datasets/{dataset}/verify_images", within=config),

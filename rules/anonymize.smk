@@ -51,6 +51,8 @@ rule download_deepprivacy2:
     localrule: True
     conda:
         "../envs/data.yaml"
+    envmodules:
+        env_module("data"),
     params:
         url=f"{DP2_REPOSITORY}/archive/{DP2_COMMIT}.tar.gz",
     script:
@@ -74,6 +76,8 @@ rule assemble_tree:
     localrule: True
     conda:
         "../envs/anonymize.yaml"
+    envmodules:
+        env_module("anonymize"),
     params:
         root=get_dataset_root,
         variant=get_variant_settings,

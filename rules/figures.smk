@@ -18,6 +18,8 @@ rule plot_fig7:
     localrule: True
     conda:
         "../envs/figures.yaml"
+    envmodules:
+        env_module("figures"),
     params:
         datasets=ENABLED_DATASETS,
         synthetic={
@@ -44,6 +46,8 @@ rule plot_fig8:
     localrule: True
     conda:
         "../envs/figures.yaml"
+    envmodules:
+        env_module("figures"),
     params:
         config=plan.fig8_config(config),
     script:
@@ -66,6 +70,8 @@ rule plot_qualitative:
     localrule: True
     conda:
         "../envs/figures.yaml"
+    envmodules:
+        env_module("figures"),
     params:
         raw_root=get_dataset_root,
         variants=get_qualitative_variants,

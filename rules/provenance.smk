@@ -19,6 +19,8 @@ rule write_manifest:
         "benchmarks/provenance/manifest.tsv"
     conda:
         "../envs/data.yaml"
+    envmodules:
+        env_module("data"),
     params:
         config=config,
         roots={

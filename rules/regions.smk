@@ -14,6 +14,8 @@ rule match_faces:
         "benchmarks/regions/{dataset}/faces.tsv"
     conda:
         "../envs/anonymize.yaml"
+    envmodules:
+        env_module("anonymize"),
     params:
         confidence=lookup("face_detection/confidence/{dataset}", within=config),
         min_iou=config["face_detection"]["min_match_iou"],
@@ -89,6 +91,8 @@ rule import_authors_face_detections:
         dataset="cityscapes|bdd100k",
     conda:
         "../envs/anonymize.yaml"
+    envmodules:
+        env_module("anonymize"),
     params:
         root=get_dataset_root,
         files=lookup("regions/authors_files/{dataset}", within=config),

@@ -21,6 +21,8 @@ rule write_report:
     localrule: True
     conda:
         "../envs/data.yaml"
+    envmodules:
+        env_module("data"),
     params:
         config=plan.report_config(config),
     script:
@@ -40,6 +42,8 @@ rule write_archive:
     localrule: True
     conda:
         "../envs/data.yaml"
+    envmodules:
+        env_module("data"),
     params:
         source_root=workflow.basedir,
         config=config,

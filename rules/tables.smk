@@ -17,6 +17,8 @@ rule make_table:
     localrule: True
     conda:
         "../envs/data.yaml"
+    envmodules:
+        env_module("data"),
     params:
         config=get_table_config,
         target="{target}",

@@ -10,6 +10,8 @@ rule download_weights:
     localrule: True
     conda:
         "../envs/training.yaml"
+    envmodules:
+        env_module("training"),
     params:
         entry=get_weights_entry,
     script:
@@ -86,6 +88,8 @@ rule evaluate:
         "benchmarks/metrics/{dataset}/{variant}/{model}/seed{seed}.tsv"
     conda:
         "../envs/data.yaml"
+    envmodules:
+        env_module("data"),
     params:
         root=get_dataset_root,
         task=get_task,

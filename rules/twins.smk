@@ -13,6 +13,8 @@ rule generate_twin:
         "benchmarks/twins/{dataset}.tsv"
     conda:
         "../envs/data.yaml"
+    envmodules:
+        env_module("data"),
     params:
         synthetic=config["synthetic"],
     script:
@@ -29,6 +31,8 @@ rule generate_pretraining_set:
         "benchmarks/twins/pretraining_set.tsv"
     conda:
         "../envs/data.yaml"
+    envmodules:
+        env_module("data"),
     params:
         pretraining=config["synthetic"]["pretraining"],
     script:
@@ -47,6 +51,8 @@ rule pretrain_backbone:
         "benchmarks/twins/pretrain_{backbone}.tsv"
     conda:
         "../envs/training.yaml"
+    envmodules:
+        env_module("training"),
     threads: config["training"]["threads"]
     params:
         job=get_pretraining_job_settings,
@@ -66,6 +72,8 @@ rule simulate_keypoints:
     localrule: True
     conda:
         "../envs/data.yaml"
+    envmodules:
+        env_module("data"),
     params:
         threshold=config["regions"]["keypoint_score_threshold"],
         seed=config["synthetic"]["seed"],

@@ -32,6 +32,7 @@ hard-linked to save disk.
     python tools/env_twins.py plan envs/X.yaml   # the commands a build would run
     python tools/env_twins.py build envs/X.yaml ... | --all
     python tools/env_twins.py path envs/X.yaml   # the twin's folder (built if needed)
+    python tools/env_twins.py modulefiles DIR --all  # an environment module per twin (--sdm env-modules)
     python tools/env_twins.py gc                 # remove twins of env files that changed since
 
 Standard library + PyYAML only.
@@ -574,6 +575,28 @@ def _python_pin(env_file: Path) -> str:
     raise TwinError(f"{env_file}: no python=X.Y pin")
 
 
+MODULE_FAMILY = "anonymization-impact"  # rules/common.smk's env_module(): anonymization-impact/<env>
+
+
+def write_modulefile(directory: Path, env_file: Path, twin: Path) -> Path:
+    """An environment module (Environment Modules / Lmod, Tcl) that puts a twin first on PATH:
+    what `snakemake --sdm env-modules` loads for the rules of that env."""
+    plan = json.loads((twin / MARKER).read_text())["plan"]
+    path = Path(directory) / MODULE_FAMILY / env_file.stem
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#%Module1.0\n"
+        f"## {MODULE_FAMILY}/{env_file.stem}: the env twin of {plan['env_file']} (tools/env_twins.py)\n"
+        f'module-whatis "{plan["env_file"]} as a virtualenv: Python {plan["python"]}'
+        + (f', torch {plan["torch"]}' if plan.get("torch") else "")
+        + '"\n'
+        f"conflict {MODULE_FAMILY}\n"
+        f"setenv VIRTUAL_ENV {twin}\n"
+        f"prepend-path PATH {twin / 'bin'}\n"
+    )
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -586,6 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--all", action="store_true", help="every envs/*.yaml")
     path_parser = commands.add_parser("path", help="print a twin's folder, building it if needed")
     path_parser.add_argument("env_file", type=Path)
+    modules_parser = commands.add_parser("modulefiles", help="write an environment module per twin (for snakemake --sdm env-modules)")
+    modules_parser.add_argument("directory", type=Path, help="put it on MODULEPATH")
+    modules_parser.add_argument("env_files", nargs="*")
+    modules_parser.add_argument("--all", action="store_true", help="every envs/*.yaml")
     gc_parser = commands.add_parser("gc", help="remove cached twins of envs/*.yaml whose env file has changed")
     gc_parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
@@ -630,6 +657,10 @@ def main(argv: list[str] | None = None) -> int:
             if failed:
                 print(f"failed: {' '.join(failed)}", file=sys.stderr)
                 return 1
+            return 0
+        if args.command == "modulefiles":
+            for env_file in env_files(args.env_files, args.all):
+                print(write_modulefile(args.directory, Path(env_file), build(Path(env_file), quiet=True)))
             return 0
         if args.command == "gc":
             for entry in stale(sorted((REPO / "envs").glob("*.yaml"))):

@@ -43,6 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+# Pillow < 9.1 (the DeepPrivacy2 env's 8.4, where the realistic shards run) has no Image.Resampling
+BICUBIC = getattr(Image, "Resampling", Image).BICUBIC
+
 BODY_SIZE = (288, 160)
 FACE_SIZE = (128, 128)
 HR_FACE_SIZE = (256, 256)  # FDF256, the "HR faces" pass
@@ -236,7 +239,7 @@ def _resize_bicubic(array: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     channels = []
     for c in range(array.shape[2]):
         plane = Image.fromarray(np.ascontiguousarray(array[:, :, c], dtype=np.float32))
-        channels.append(np.asarray(plane.resize((out_w, out_h), Image.Resampling.BICUBIC), dtype=np.float32))
+        channels.append(np.asarray(plane.resize((out_w, out_h), BICUBIC), dtype=np.float32))
     return np.stack(channels, axis=2)
 
 
