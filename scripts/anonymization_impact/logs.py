@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import sys
 from pathlib import Path
 
@@ -18,8 +19,10 @@ def logged(log_path: str | Path):
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", buffering=1) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         logging.basicConfig(stream=log, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+        logger = logging.getLogger("anonymization_impact")
+        logger.info("Python %s (%s)", platform.python_version(), sys.executable)  # which env ran the job
         try:
-            yield logging.getLogger("anonymization_impact")
+            yield logger
         except WorkflowInputError as error:
             message = f"{type(error).__name__}: {error}"
             print(message, file=log)
