@@ -24,11 +24,13 @@ test: venv
 	$(BIN)/python -m pytest -q tests
 
 ## Build (or reuse) the runnable twin virtualenv of every envs/*.yaml (tools/env_twins.py; cached
-## outside the clone, keyed by the env file) and test them: pinned versions, framework and package
-## imports. Skips, saying what is missing, without a pyenv Python or the wheelhouse.
+## outside the clone, keyed by the env file) and run the paper's stacks in them: pinned versions,
+## imports, then each framework path for real on the twins, through Snakemake with
+## --sdm env-modules. Skips, saying what is missing, without a pyenv Python, the wheelhouse or
+## Environment Modules.
 test-stacks: venv
 	$(BIN)/python tools/env_twins.py check
-	$(BIN)/python -m pytest -q -m stacks tests/test_env_twins.py
+	$(BIN)/python -m pytest -q -m stacks tests
 
 lint: venv
 	$(BIN)/snakemake --lint
