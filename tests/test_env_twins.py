@@ -375,3 +375,15 @@ def test_twin_has_the_env_files_versions_and_runs_its_framework_and_package(env,
         if result.returncode:
             failures[module] = result.stderr.strip().splitlines()[-1]
     assert not failures, "package modules do not import:\n" + "\n".join(f"{module}: {error}" for module, error in failures.items())
+
+
+def test_without_a_wheelhouse_a_users_machine_fetches_the_pinned_commits_from_github():
+    """A site building the twins for real (no test mirror): pip clones the pinned commits and reads
+    OpenMMLab's index, as the env file says; no stand-in replaces a commit it can fetch."""
+    mmdet = env_twins.make_plan(REPO / "envs" / "mmdetection.yaml", None)
+    assert "mmdet @ git+https://github.com/open-mmlab/mmdetection.git@b95583270c" in mmdet.pip_lines
+    assert any(line.startswith("--find-links https://download.openmmlab.com/") for line in mmdet.pip_lines)
+    detectron2 = env_twins.make_plan(REPO / "envs" / "detectron2.yaml", None)
+    assert [line for line in detectron2.pip_lines if line.startswith("detectron2 @ ")] == [
+        "detectron2 @ git+https://github.com/facebookresearch/detectron2.git@58e472e076a5d861fdcf773d9254a3664e045bf8"
+    ]

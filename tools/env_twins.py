@@ -300,8 +300,11 @@ def make_plan(env_file: Path, wheelhouse: Wheelhouse | None) -> Plan:
     plan.torch = plan.expected.get("torch") or pip_pins.get("torch")
 
     for line in pip:
+        if OPENMMLAB_FIND_LINKS.match(line) and wheelhouse is None:  # a user's machine: OpenMMLab's own index
+            plan.pip_lines.append(line)
+            continue
         if OPENMMLAB_FIND_LINKS.match(line):
-            folder = wheelhouse.wheel_folder(plan.python, plan.torch) if wheelhouse else None
+            folder = wheelhouse.wheel_folder(plan.python, plan.torch)
             if folder is None:
                 raise TwinError(f"{env_file.name}: {line!r}: the wheelhouse has no wheels/cp{plan.python.replace('.', '')}-torch{plan.torch}/")
             plan.pip_lines.append(f"--find-links {folder}")
@@ -325,14 +328,17 @@ def _add_github_requirement(plan: Plan, wheelhouse: Wheelhouse | None, git: re.M
     """Map `name @ git+https://github.com/owner/repo@commit` to the wheelhouse (or a stand-in)."""
     name, repo, commit, subdirectory = git["name"], git["repo"], git["commit"], git["subdirectory"]
     what = f"{name} @ github.com/{repo}" + (f"@{commit}" if commit else " (no commit)") + (f"#{subdirectory}" if subdirectory else "")
+    if wheelhouse is None:  # a user's machine: pip clones the pinned commit from GitHub
+        plan.pip_lines.append(git.string.strip())
+        plan.expected_present.append(normalize(name))
+        plan.substitutions.append(f"{what} -> cloned from GitHub by pip (no wheelhouse)")
+        return
     if repo in STAND_INS:
         requirement, why = STAND_INS[repo]
         plan.pip_lines.append(requirement)
         plan.expected[normalize(requirement.split("==")[0])] = requirement.split("==")[1]
         plan.substitutions.append(f"{what} -> PyPI {requirement}: {why}")
         return
-    if wheelhouse is None:
-        raise TwinError(f"{env_file.name}: {what} needs the wheelhouse, which is missing")
     wheel = None if subdirectory else wheelhouse.wheel(plan.python, plan.torch, name, commit)
     if wheel is not None:
         plan.pip_lines.append(f"{name} @ {wheel.as_uri()}")
