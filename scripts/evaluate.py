@@ -35,6 +35,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (snakemake is injected)
             extra_files={"weights": Path(inputs.weights), "predictions": Path(inputs.predictions)},
             training_time_s=training["seconds"],
             device=training["device"],
+            frameworks=training.get("frameworks"),
         ),
         synthetic=params.synthetic,
     )

@@ -85,6 +85,7 @@ def provenance(
     extra_files: dict[str, Path] | None = None,
     training_time_s: float | None = None,
     device: str | None = None,
+    frameworks: dict | None = None,
 ) -> dict:
     """The provenance block: ``annotation_md5`` is keyed by the path as given (pass paths
     relative to the workflow directory for reproducible files), ``files_md5`` by the names of
@@ -103,6 +104,7 @@ def provenance(
         "annotation_md5": {str(path): md5_file(path) for path in annotation_files},
         "files_md5": {name: md5_file(path) for name, path in sorted((extra_files or {}).items())},
         "training_time_s": None if training_time_s is None else float(training_time_s),
+        "frameworks": frameworks or {},  # what trained the weights (training.json); the packages above are the evaluator's
         "created_by": f"anonymization_impact {own_version()}",
     }
 
