@@ -1,7 +1,8 @@
 """MMDetection 2.x (the paper's, envs/mmdetection.yaml): train and predict a mmdet2_config.
 
 Imported only by the backend (this package's ``__init__``) once ``import mmdet`` worked and said 2.x.
-Never executed in this project (docs/training.md, "Never executed").
+Run on the BDD100K twin in the env twin of envs/mmdetection.yaml (mmdet 2.28.2, mmcv-full 1.7.1,
+torch 1.12.1; tests/test_mmdetection_stacks.py).
 """
 
 from __future__ import annotations
@@ -9,9 +10,44 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..common import resolve_device
+from ..common import framework_record, resolve_device
 from ..job import TrainingJob
-from .common import images_bgr, mmdet2_results, prepare, save_weights, weights_meta
+from .common import (
+    RESNET10_TYPE,
+    STOP_HOOK,
+    check_backbone_weights,
+    final_checkpoint,
+    finite_loss,
+    images_bgr,
+    load_checkpoint,
+    mmdet2_results,
+    prepare,
+    resnet10_class,
+    save_weights,
+    weights_meta,
+)
+
+
+def _register(record: dict | None = None) -> None:
+    """Our modules in MMDetection's registries: the ResNet of depth 10; with ``record``, the stop
+    hook, which writes there the iteration the run started at and the last loss."""
+    from mmcv.runner import HOOKS, Hook
+    from mmdet.models.backbones import ResNet
+    from mmdet.models.backbones.resnet import BasicBlock
+    from mmdet.models.builder import BACKBONES
+
+    BACKBONES.register_module(name=RESNET10_TYPE, module=resnet10_class(ResNet, BasicBlock), force=True)
+    if record is None:
+        return
+
+    class StopOnNonFiniteLoss(Hook):  # priority VERY_HIGH (the config): before OptimizerHook's backward and step
+        def before_run(self, runner):
+            record["resumed_at"] = runner.iter  # after train_detector's resume
+
+        def after_train_iter(self, runner):
+            record["last_loss"] = finite_loss(runner.iter, runner.outputs["log_vars"], runner.work_dir)
+
+    HOOKS.register_module(name=STOP_HOOK, module=StopOnNonFiniteLoss, force=True)
 
 
 def train(job: TrainingJob, progress=None) -> dict:
@@ -21,20 +57,23 @@ def train(job: TrainingJob, progress=None) -> dict:
     from mmdet.datasets import build_dataset
     from mmdet.models import build_detector
 
+    torch.set_num_threads(job.threads)
+    record: dict = {}
+    _register(record)
     config, categories = prepare(job, resolve_device(job.device))
     cfg = Config(config)
     work_dir = Path(cfg.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    cfg.dump(str(work_dir / "config.py"))
+    cfg.dump(str(work_dir / "config.json"))  # not .py: mmcv 1.7's Python formatting fails with yapf >= 0.40.2 (its `verify`)
     set_random_seed(job.seed, deterministic=False)  # what MMDetection's tools/train.py does with --seed
     model = build_detector(cfg.model)
+    check_backbone_weights(job.init_weights, model.backbone, job.backbone, job.schedule["backbone_width"])
     model.init_weights()
     datasets = [build_dataset(cfg.data.train)]
     model.CLASSES = datasets[0].CLASSES
-    resumed = (work_dir / "latest.pth").exists()
     started = time.perf_counter()
     train_detector(model, datasets, cfg, distributed=False, validate=False, timestamp=time.strftime("%Y%m%d_%H%M%S"), meta={"seed": job.seed})
-    final = torch.load(work_dir / f"epoch_{cfg.runner.max_epochs}.pth", map_location="cpu")
+    final = load_checkpoint(work_dir / final_checkpoint(config))
     meta = {
         "CLASSES": model.CLASSES,
         "anonymization_impact": {"backend": "mmdetection", "api": 2, "config": config, "category_ids": [c["id"] for c in categories]},
@@ -42,11 +81,13 @@ def train(job: TrainingJob, progress=None) -> dict:
     save_weights(job.output, final["state_dict"], meta)
     return {
         "iterations": job.schedule["iterations"],
-        "epochs": cfg.runner.max_epochs,
-        "resumed": resumed,
+        "runner": dict(cfg.runner),
+        "resumed_at": record.get("resumed_at", 0),
+        "last_loss": record.get("last_loss"),
         "seconds": time.perf_counter() - started,
         "device": cfg.device,
         "images": len(datasets[0]),
+        "frameworks": framework_record("mmdet", "mmcv-full", "torch"),
     }
 
 
@@ -56,6 +97,7 @@ def predict(weights: Path, annotation: dict, image_root: Path, *, device: str = 
     from mmdet.apis import inference_detector, init_detector
 
     torch.set_num_threads(threads)
+    _register()
     meta = weights_meta(weights, api=2)
     model = init_detector(Config(meta["config"]), str(weights), device=resolve_device(device))
     results = []
