@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import re
 import shutil
 import sys
@@ -29,7 +30,7 @@ from anonymization_impact.plan import init_weights_name
 from anonymization_impact.training import BACKEND_ENVS, backend
 from anonymization_impact.training import detectron2_backend as d2
 from anonymization_impact.training import mmdetection as mm
-from anonymization_impact.training.common import TrainingDiverged, kept_categories
+from anonymization_impact.training.common import TrainingDiverged, framework_record, kept_categories
 from anonymization_impact.training.job import TrainingJob
 
 from conftest import REPO, run_snakemake
@@ -532,3 +533,16 @@ def test_initial_weights_that_do_not_fit_the_mmdetection_backbone_are_named():
     assert "conv1.weight (32, 3, 7, 7) for (16, 3, 7, 7)" in mm.backbone_misfits(wide, narrow)
     deeper = {k: v for k, v in resnet("resnet18", 16, nn.BatchNorm2d).state_dict().items() if not k.startswith("fc.")}
     assert "layer1.1.conv1.weight unexpected" in mm.backbone_misfits(deeper, narrow)
+
+
+def test_framework_record_gives_no_commit_for_a_pypi_stand_in(tmp_path, monkeypatch):
+    """The mmdetection twin's mmdet is PyPI's 2.28.2 standing in for b95583270c: not that commit."""
+    marker = {"plan": {"substitutions": [
+        "pyyaml @ github.com/yaml/pyyaml@b95583270c -> PyPI pyyaml==6.0: not mirrored",
+        "numpy @ github.com/numpy/numpy@0123456789abcdef -> the wheelhouse's prebuilt numpy.whl",
+    ]}}
+    (tmp_path / ".env-twin.json").write_text(json.dumps(marker))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    record = framework_record("pyyaml", "numpy")
+    assert record["pyyaml"]["commit"] is None and "PyPI pyyaml==6.0" in record["pyyaml"]["source"]
+    assert record["numpy"]["commit"] == "0123456789abcdef"
