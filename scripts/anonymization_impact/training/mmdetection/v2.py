@@ -50,6 +50,30 @@ def _register(record: dict | None = None) -> None:
     HOOKS.register_module(name=STOP_HOOK, module=StopOnNonFiniteLoss, force=True)
 
 
+def _register_resuming_runner() -> None:
+    """mmcv 1.7's IterBasedRunner (the twins' runs), registered under its own name with two resume
+    fixes, found by killing and resuming a twin run:
+
+    * its resume maps the checkpoint to ``torch.cuda.current_device()`` unless given a map_location
+      (its EpochBasedRunner asks torch.cuda.is_available() first) and mmdet's train_detector gives
+      none: without CUDA, 'Found no NVIDIA driver'. There it loads to the CPU.
+    * ``iter_<n>.pth`` records iter n - 1 (the index of the iteration that wrote it, before the
+      runner counts it), so the resumed run trained that iteration twice. It continues at n.
+    """
+    import torch
+    from mmcv.runner import RUNNERS, IterBasedRunner
+
+    class ResumingIterBasedRunner(IterBasedRunner):
+        def resume(self, checkpoint, resume_optimizer=True, map_location="default"):
+            if map_location == "default" and not torch.cuda.is_available():
+                map_location = "cpu"
+            super().resume(checkpoint, resume_optimizer, map_location)
+            self._iter = self._inner_iter = self._iter + 1
+            self.logger.info("continuing at iteration %d, the one after the checkpoint's", self._iter)
+
+    RUNNERS.register_module(name="IterBasedRunner", module=ResumingIterBasedRunner, force=True)
+
+
 def train(job: TrainingJob, progress=None) -> dict:
     import torch
     from mmcv import Config
@@ -60,6 +84,7 @@ def train(job: TrainingJob, progress=None) -> dict:
     torch.set_num_threads(job.threads)
     record: dict = {}
     _register(record)
+    _register_resuming_runner()
     config, categories = prepare(job, resolve_device(job.device))
     cfg = Config(config)
     work_dir = Path(cfg.work_dir)
