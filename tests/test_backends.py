@@ -334,6 +334,14 @@ def test_every_mmdetection_run_stops_on_a_non_finite_loss():
     for value in (float("nan"), float("inf")):
         with pytest.raises(TrainingDiverged, match=r"non-finite loss at iteration 7 .*loss_cls.*last good checkpoint is kept in work"):
             mm.finite_loss(7, {"loss": value, "loss_cls": value}, "work")
+    record = {}
+    for iteration in range(2):
+        mm.iteration_seconds(record, iteration, {"loss": 2.0 - iteration}, "work")
+    assert record["last_loss"] == 1.0 and mm.seconds_per_iteration(record) is None  # the two warm-up iterations only
+    mm.iteration_seconds(record, 2, {"loss": 0.5}, "work")
+    assert mm.seconds_per_iteration(record) == record["ends"][2] - record["ends"][1] >= 0
+    with pytest.raises(TrainingDiverged):
+        mm.iteration_seconds(record, 3, {"loss": float("nan")}, "work")
 
 
 def test_epochs_count_whole_passes_over_the_trained_images():

@@ -146,7 +146,7 @@ def test_killed_after_a_checkpoint_resumes_then_predicts_and_evaluates(env, stac
 
     assert finish(start(env, bdd100k, run, job, predict=True), run) == 0
     summary = read_json(run / "training.json")
-    assert summary["resumed_at"] == killed_at and math.isfinite(summary["last_loss"])
+    assert summary["resumed_at"] == killed_at and math.isfinite(summary["last_loss"]) and summary["seconds_per_iteration"] > 0
     version, mmcv = VERSIONS[env]
     assert summary["frameworks"]["mmdet"]["version"] == version and summary["frameworks"][mmcv]["version"] is not None
     assert summary["runner"]["max_iters"] == ITERATIONS and summary["device"] == "cpu"

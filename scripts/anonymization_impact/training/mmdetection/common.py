@@ -13,7 +13,7 @@ tested without MMDetection (tests/test_backends.py):
 * :func:`mmdet2_results` - MMDetection 2.x's per-class output -> our COCO results.
 * :func:`prepare`, :func:`save_weights`, :func:`weights_meta`, :func:`images_bgr` - the job's
   config and classes, the weights file and its metadata, the images as mmcv reads them.
-* :func:`finite_loss`, :func:`backbone_misfits`, :func:`resnet10_class`, :func:`load_checkpoint` - the
+* :func:`finite_loss` (:func:`iteration_seconds`, :func:`seconds_per_iteration`), :func:`backbone_misfits`, :func:`resnet10_class`, :func:`load_checkpoint` - the
   divergence check of the stop hook, the initial weights' fit, MMDetection's ResNet with
   depth 10 (the twins' ResNet-50 stand-in), torch.load of a framework checkpoint.
 
@@ -27,6 +27,7 @@ import copy
 import inspect
 import io
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -490,10 +491,10 @@ def mmdet3_config(cfg2: dict) -> dict:
     }
 
 
-def final_checkpoint(cfg2: dict) -> str:
-    """File name of the last checkpoint the run of ``cfg2`` writes (MMDetection 2.x and 3.x alike)."""
-    runner = cfg2["runner"]
-    return f"epoch_{runner['max_epochs']}.pth" if runner["type"] == "EpochBasedRunner" else f"iter_{runner['max_iters']}.pth"
+def final_checkpoint(config: dict) -> str:
+    """File name of the last checkpoint the run of a 2.x (``runner``) or 3.x (``train_cfg``) config writes."""
+    loop = config["runner"] if "runner" in config else config["train_cfg"]
+    return f"epoch_{loop['max_epochs']}.pth" if "max_epochs" in loop else f"iter_{loop['max_iters']}.pth"
 
 
 def mmdet2_results(image_id: int, bbox_results, segm_results, category_ids: list[int]) -> list[dict]:
@@ -545,6 +546,28 @@ def save_weights(output: Path, state_dict: dict, meta: dict) -> None:
     write_bytes_atomic(Path(output), buffer.getvalue())
 
 
+def finish(job: TrainingJob, record: dict, *, api: int, config: dict, categories: list[dict], framework_meta: dict, runner: dict, started: float, device: str, images: int, frameworks) -> dict:
+    """After MMDetection ``api`` trained ``config`` (its last checkpoint in its work dir): ``job.output``
+    with the weights, ``framework_meta`` and what predict needs, and train's summary (``record``:
+    what the stop hook recorded; ``frameworks``: the distributions to record)."""
+    from ..common import framework_record
+
+    final = load_checkpoint(Path(config["work_dir"]) / final_checkpoint(config))
+    ours = {"backend": "mmdetection", "api": api, "config": config, "category_ids": [category["id"] for category in categories]}
+    save_weights(job.output, final["state_dict"], {**framework_meta, "anonymization_impact": ours})
+    return {
+        "iterations": job.schedule["iterations"],
+        "runner": runner,
+        "resumed_at": record.get("resumed_at", 0),
+        "last_loss": record.get("last_loss"),
+        "seconds": time.perf_counter() - started,
+        "seconds_per_iteration": seconds_per_iteration(record),
+        "device": device,
+        "images": images,
+        "frameworks": framework_record(*frameworks),
+    }
+
+
 def load_checkpoint(path: Path) -> dict:
     """torch.load of a checkpoint that holds more than tensors (mmengine's message hub, our config):
     ``weights_only=False`` said explicitly, as torch >= 2.6 defaults to True and refuses them; the
@@ -574,6 +597,20 @@ def finite_loss(iteration: int, losses: dict, work_dir) -> float:
             "Lower training.*.base_lr or check the data."
         )
     return total
+
+
+def iteration_seconds(record: dict, iteration: int, losses: dict, work_dir) -> None:
+    """What the stop hook does after each iteration: :func:`finite_loss`, and the iteration's end
+    time in ``record`` (for :func:`seconds_per_iteration`)."""
+    record["last_loss"] = finite_loss(iteration, losses, work_dir)
+    record.setdefault("ends", []).append(time.perf_counter())
+
+
+def seconds_per_iteration(record: dict) -> float | None:
+    """Mean time of the iterations this process trained after its first two (warm-up, as
+    perf/benchmark_training.py); None for fewer than three."""
+    ends = record.get("ends", [])
+    return (ends[-1] - ends[1]) / (len(ends) - 2) if len(ends) > 2 else None
 
 
 def backbone_misfits(initial: dict, backbone_state: dict) -> list[str]:

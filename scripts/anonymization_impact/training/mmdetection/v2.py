@@ -10,27 +10,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..common import framework_record, resolve_device
+from ..common import resolve_device
 from ..job import TrainingJob
-from .common import (
-    RESNET10_TYPE,
-    STOP_HOOK,
-    check_backbone_weights,
-    final_checkpoint,
-    finite_loss,
-    images_bgr,
-    load_checkpoint,
-    mmdet2_results,
-    prepare,
-    resnet10_class,
-    save_weights,
-    weights_meta,
-)
+from .common import RESNET10_TYPE, STOP_HOOK, check_backbone_weights, finish, images_bgr, iteration_seconds, mmdet2_results, prepare, resnet10_class, weights_meta
 
 
 def _register(record: dict | None = None) -> None:
     """Our modules in MMDetection's registries: the ResNet of depth 10; with ``record``, the stop
-    hook, which writes there the iteration the run started at and the last loss."""
+    hook, which writes there the iteration the run started at, the last loss and the iterations' end times."""
     from mmcv.runner import HOOKS, Hook
     from mmdet.models.backbones import ResNet
     from mmdet.models.backbones.resnet import BasicBlock
@@ -45,7 +32,7 @@ def _register(record: dict | None = None) -> None:
             record["resumed_at"] = runner.iter  # after train_detector's resume
 
         def after_train_iter(self, runner):
-            record["last_loss"] = finite_loss(runner.iter, runner.outputs["log_vars"], runner.work_dir)
+            iteration_seconds(record, runner.iter, runner.outputs["log_vars"], runner.work_dir)
 
     HOOKS.register_module(name=STOP_HOOK, module=StopOnNonFiniteLoss, force=True)
 
@@ -98,22 +85,10 @@ def train(job: TrainingJob, progress=None) -> dict:
     model.CLASSES = datasets[0].CLASSES
     started = time.perf_counter()
     train_detector(model, datasets, cfg, distributed=False, validate=False, timestamp=time.strftime("%Y%m%d_%H%M%S"), meta={"seed": job.seed})
-    final = load_checkpoint(work_dir / final_checkpoint(config))
-    meta = {
-        "CLASSES": model.CLASSES,
-        "anonymization_impact": {"backend": "mmdetection", "api": 2, "config": config, "category_ids": [c["id"] for c in categories]},
-    }
-    save_weights(job.output, final["state_dict"], meta)
-    return {
-        "iterations": job.schedule["iterations"],
-        "runner": dict(cfg.runner),
-        "resumed_at": record.get("resumed_at", 0),
-        "last_loss": record.get("last_loss"),
-        "seconds": time.perf_counter() - started,
-        "device": cfg.device,
-        "images": len(datasets[0]),
-        "frameworks": framework_record("mmdet", "mmcv-full", "torch"),
-    }
+    return finish(
+        job, record, api=2, config=config, categories=categories, framework_meta={"CLASSES": model.CLASSES}, runner=dict(cfg.runner),
+        started=started, device=cfg.device, images=len(datasets[0]), frameworks=("mmdet", "mmcv-full", "torch"),
+    )
 
 
 def predict(weights: Path, annotation: dict, image_root: Path, *, device: str = "auto", threads: int = 2, progress=None) -> list[dict]:

@@ -10,28 +10,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..common import framework_record, resolve_device
+from ..common import resolve_device
 from ..job import TrainingJob
 from ..predictions import coco_results
-from .common import (
-    RESNET10_TYPE,
-    STOP_HOOK,
-    check_backbone_weights,
-    final_checkpoint,
-    finite_loss,
-    images_bgr,
-    load_checkpoint,
-    mmdet3_config,
-    prepare,
-    resnet10_class,
-    save_weights,
-    weights_meta,
-)
+from .common import RESNET10_TYPE, STOP_HOOK, check_backbone_weights, finish, images_bgr, iteration_seconds, mmdet3_config, prepare, resnet10_class, weights_meta
 
 
 def _register(record: dict | None = None) -> None:
     """Our modules in MMDetection's registries: the ResNet of depth 10; with ``record``, the stop
-    hook, which writes there the iteration the run started at and the last loss."""
+    hook, which writes there the iteration the run started at, the last loss and the iterations' end times."""
     from mmdet.models.backbones import ResNet
     from mmdet.models.backbones.resnet import BasicBlock
     from mmdet.registry import HOOKS, MODELS
@@ -48,7 +35,7 @@ def _register(record: dict | None = None) -> None:
             record["resumed_at"] = runner.iter  # after load_or_resume
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-            record["last_loss"] = finite_loss(runner.iter, outputs, runner.work_dir)
+            iteration_seconds(record, runner.iter, outputs, runner.work_dir)
 
     HOOKS.register_module(name=STOP_HOOK, module=StopOnNonFiniteLoss, force=True)
 
@@ -63,27 +50,15 @@ def train(job: TrainingJob, progress=None) -> dict:
     _register(record)
     config2, categories = prepare(job, resolve_device(job.device))
     config = mmdet3_config(config2)
-    work_dir = Path(config["work_dir"])
     runner = Runner.from_cfg(Config(config))  # seeds from cfg.randomness, resumes (cfg.resume)
     check_backbone_weights(job.init_weights, runner.model.backbone, job.backbone, job.schedule["backbone_width"])
     started = time.perf_counter()
     runner.train()
-    final = load_checkpoint(work_dir / final_checkpoint(config2))
-    meta = {
-        "dataset_meta": {"classes": tuple(c["name"] for c in categories)},
-        "anonymization_impact": {"backend": "mmdetection", "api": 3, "config": config, "category_ids": [c["id"] for c in categories]},
-    }
-    save_weights(job.output, final["state_dict"], meta)
-    return {
-        "iterations": job.schedule["iterations"],
-        "runner": config["train_cfg"],
-        "resumed_at": record.get("resumed_at", 0),
-        "last_loss": record.get("last_loss"),
-        "seconds": time.perf_counter() - started,
-        "device": resolve_device(job.device),
-        "images": len(runner.train_dataloader.dataset),
-        "frameworks": framework_record("mmdet", "mmcv", "mmengine", "torch"),
-    }
+    return finish(
+        job, record, api=3, config=config, categories=categories, framework_meta={"dataset_meta": {"classes": tuple(c["name"] for c in categories)}},
+        runner=config["train_cfg"], started=started, device=resolve_device(job.device), images=len(runner.train_dataloader.dataset),
+        frameworks=("mmdet", "mmcv", "mmengine", "torch"),
+    )
 
 
 def predict(weights: Path, annotation: dict, image_root: Path, *, device: str = "auto", threads: int = 2, progress=None) -> list[dict]:
