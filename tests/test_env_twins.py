@@ -310,7 +310,8 @@ def package_modules() -> dict[str, set[str]]:
     for backend, stacks in BACKEND_ENVS.items():
         for stack, env in stacks.items():
             for module in BACKEND_MODULES[backend] - STACK_MODULES.get((backend, stack), set()):
-                found[Path(env).stem].add(f"anonymization_impact.training.{module[:-3]}")
+                dotted = module[: -len(".py")].replace("/", ".").removesuffix(".__init__")  # mmdetection/v2.py -> mmdetection.v2
+                found[Path(env).stem].add(f"anonymization_impact.training.{dotted}")
     found["deepprivacy2"].add("anonymization_impact.realistic.deepprivacy2")
     return found
 
