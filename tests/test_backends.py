@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import re
 import shutil
 import sys
@@ -29,7 +30,7 @@ from anonymization_impact.plan import init_weights_name
 from anonymization_impact.training import BACKEND_ENVS, backend
 from anonymization_impact.training import detectron2_backend as d2
 from anonymization_impact.training import mmdetection as mm
-from anonymization_impact.training.common import kept_categories
+from anonymization_impact.training.common import TrainingDiverged, framework_record, kept_categories
 from anonymization_impact.training.job import TrainingJob
 
 from conftest import REPO, run_snakemake
@@ -262,8 +263,85 @@ def test_schedule_and_model_values_reach_the_mmdetection_config():
     assert ours["model"]["backbone"]["depth"] == 101 and ours["model"]["backbone"]["frozen_stages"] == -1
     assert ours["model"]["train_cfg"]["rpn_proposal"]["max_per_img"] == 1500 and ours["lr_config"]["gamma"] == 0.5
     assert ours["train_pipeline"][3]["flip_ratio"] == 0.0 and ours["fp16"] == {"loss_scale": "dynamic"}
-    with pytest.raises(WorkflowInputError, match="MMDetection backend cannot translate"):
-        mm_config(CONFIG["training"]["synthetic"])
+    unexpressible = {**CONFIG["training"]["synthetic"], "anchor_sizes": [16, 32, 64, 128, 256], "init": "scratch"}
+    with pytest.raises(WorkflowInputError, match=r"MMDetection backend cannot translate.*anchor_sizes \[16.*init scratch"):
+        mm_config(unexpressible)
+    with pytest.raises(WorkflowInputError, match="backbone resnet200"):
+        mm_config(backbone="resnet200")
+
+
+def test_the_twins_schedule_is_the_twins_narrow_model_on_mmdetections_iteration_runner():
+    """The synthetic schedule (300 iterations of 2 images: 6.25 epochs of 96) in both formats: the
+    torchvision backend's narrow ResNet-FPN, slim heads, proposals, clipping and learning rates."""
+    twins = CONFIG["training"]["synthetic"]
+    ours = mm_config(twins, n_images=96, backbone="resnet10", checkpoint_every=50)
+    backbone, roi = ours["model"]["backbone"], ours["model"]["roi_head"]
+    assert backbone["type"] == mm.RESNET10_TYPE and backbone["depth"] == 10 and backbone["base_channels"] == 16 and backbone["frozen_stages"] == 1
+    assert ours["model"]["neck"]["in_channels"] == [16, 32, 64, 128] and ours["model"]["neck"]["out_channels"] == 32
+    assert roi["bbox_head"]["fc_out_channels"] == 128 and roi["mask_head"]["conv_out_channels"] == 32  # torchvision_backend's 4 x / 1 x head_channels
+    assert ours["model"]["train_cfg"]["rpn_proposal"]["nms_pre"] == 300 and ours["model"]["train_cfg"]["rpn_proposal"]["max_per_img"] == 150
+    assert ours["optimizer_config"]["grad_clip"] == {"max_norm": 10.0, "norm_type": 2}
+    assert ours["runner"] == {"type": "IterBasedRunner", "max_iters": 300} and mm.final_checkpoint(ours) == "iter_300.pth"
+    assert ours["lr_config"]["step"] == [225] and ours["lr_config"]["by_epoch"] is False and ours["lr_config"]["warmup_iters"] == 50
+    assert ours["checkpoint_config"] == {"interval": 50, "by_epoch": False, "max_keep_ckpts": 2}
+    assert mm_config(twins, backbone="resnet34")["model"]["backbone"]["type"] == "ResNet"  # mmdet's own for 18 / 34
+    three = mm.mmdet3_config(ours)
+    assert three["train_cfg"] == {"type": "IterBasedTrainLoop", "max_iters": 300, "val_interval": 301}
+    assert three["param_scheduler"][1] == {"type": "MultiStepLR", "begin": 0, "end": 300, "by_epoch": False, "milestones": [225], "gamma": 0.1}
+    assert three["optim_wrapper"]["clip_grad"] == {"max_norm": 10.0, "norm_type": 2} and three["train_dataloader"]["sampler"]["type"] == "InfiniteSampler"
+    assert three["default_hooks"]["checkpoint"]["by_epoch"] is False and three["default_hooks"]["checkpoint"]["interval"] == 50
+    assert three["model"]["backbone"]["base_channels"] == 16 and three["log_processor"] == {"by_epoch": False}
+    paper = mm.mmdet3_config(mm_config())
+    assert paper["default_hooks"]["checkpoint"]["by_epoch"] is True and paper["train_dataloader"]["sampler"]["type"] == "DefaultSampler"
+    assert mm.final_checkpoint(mm_config()) == "epoch_36.pth" and "clip_grad" not in paper["optim_wrapper"]
+
+
+def _test_scales(cfg2: dict) -> set:
+    three = mm.mmdet3_config(cfg2)
+    return {
+        tuple(cfg2["test_pipeline"][1]["img_scale"]),
+        tuple(cfg2["data"]["test"]["pipeline"][1]["img_scale"]),  # what 2.x's inference_detector reads
+        tuple(three["test_dataloader"]["dataset"]["pipeline"][1]["scale"]),  # and 3.x's
+    }
+
+
+def test_predictions_run_at_the_schedules_test_size_in_both_versions():
+    """Was: the zoo's (1280, 720) whatever the schedule trained at (AP_person 0.74 -> 0.015 on the twin)."""
+    assert _test_scales(mm_config()) == {(1280, 720)}  # the paper's: the zoo's own
+    assert _test_scales(mm_config(CONFIG["training"]["synthetic"], n_images=96, backbone="resnet10")) == {(512, 256)}
+    assert _test_scales(mm_config({**CONFIG["training"]["bdd100k"], "image_min_size": [640, 800], "image_max_size": 1333})) == {(1333, 800)}  # the largest, as detectron2
+
+
+def test_prediction_proposals_are_translated_in_both_versions():
+    schedule = {**CONFIG["training"]["bdd100k"], "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 150}
+    for model in (mm_config(schedule)["model"], mm.mmdet3_config(mm_config(schedule))["model"]):
+        assert model["test_cfg"]["rpn"]["nms_pre"] == 300 and model["test_cfg"]["rpn"]["max_per_img"] == 150
+    assert mm_config()["model"]["test_cfg"]["rpn"] == mm.BDD100K_ZOO[mm.PAPER_CONFIG]["model"]["test_cfg"]["rpn"]  # the paper's 1000 / 1000
+
+
+def test_mmdetection_3_runner_gets_test_cfg_and_evaluator_with_its_test_dataloader():
+    """mmengine's Runner refuses a test_dataloader without test_cfg and test_evaluator (ValueError)."""
+    three = mm.mmdet3_config(mm_config())
+    assert three["test_cfg"] == {"type": "TestLoop"} and three["test_evaluator"]["type"] == "CocoMetric"
+    assert three["test_evaluator"]["ann_file"] == three["test_dataloader"]["dataset"]["ann_file"]
+
+
+def test_every_mmdetection_run_stops_on_a_non_finite_loss():
+    two = mm_config()
+    assert two["custom_hooks"][-1] == {"type": mm.STOP_HOOK, "priority": "VERY_HIGH"}  # before 2.x's OptimizerHook (ABOVE_NORMAL)
+    assert mm.mmdet3_config(two)["custom_hooks"] == [{"type": mm.STOP_HOOK, "priority": "VERY_HIGH"}]  # before 3.x's CheckpointHook
+    assert mm.finite_loss(7, {"loss": 1.5, "loss_cls": 1.0}, "work") == 1.5
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(TrainingDiverged, match=r"non-finite loss at iteration 7 .*loss_cls.*last good checkpoint is kept in work"):
+            mm.finite_loss(7, {"loss": value, "loss_cls": value}, "work")
+    record = {}
+    for iteration in range(2):
+        mm.iteration_seconds(record, iteration, {"loss": 2.0 - iteration}, "work")
+    assert record["last_loss"] == 1.0 and mm.seconds_per_iteration(record) is None  # the two warm-up iterations only
+    mm.iteration_seconds(record, 2, {"loss": 0.5}, "work")
+    assert mm.seconds_per_iteration(record) == record["ends"][2] - record["ends"][1] >= 0
+    with pytest.raises(TrainingDiverged):
+        mm.iteration_seconds(record, 3, {"loss": float("nan")}, "work")
 
 
 def test_epochs_count_whole_passes_over_the_trained_images():
@@ -271,6 +349,7 @@ def test_epochs_count_whole_passes_over_the_trained_images():
     assert mm.epochs(CONFIG["training"]["bdd100k"], 6950)[0] == 36  # a few images without instances
     with pytest.raises(WorkflowInputError, match="whole epochs"):
         mm.epochs({"iterations": 10, "batch_size": 2, "lr_steps": [0.5]}, 8)
+    assert mm.whole_epochs(CONFIG["training"]["bdd100k"], 6950) and not mm.whole_epochs(CONFIG["training"]["synthetic"], 96)
     categories = kept_categories(DOCUMENT["categories"], "instance_segmentation", ["car"])
     assert mm.trained_images(DOCUMENT, categories) == 1
 
@@ -428,3 +507,50 @@ def test_mmdetection_weights_round_trip_and_bgr_images(tmp_path):
     [(image, pixels)] = list(mm.images_bgr({"images": [{"id": 1, "file_name": "a.png"}]}, tmp_path))
     assert image["id"] == 1 and pixels.shape == (4, 6, 3) and pixels[0, 0].tolist() == [0, 0, 200]
     assert pixels.flags["C_CONTIGUOUS"]
+
+
+class HistoryBuffer:  # stands for mmengine's, which its checkpoints pickle (message_hub)
+    def __init__(self, values):
+        self.values = values
+
+
+def test_mmdetection_checkpoints_load_whatever_torchs_weights_only_default(tmp_path):
+    """torch >= 2.6 loads with weights_only=True unless told otherwise and refuses mmengine's
+    checkpoints (UnpicklingError ... HistoryBuffer); torch 1.12 (the paper's) has no such argument."""
+    import torch
+
+    path = tmp_path / "iter_4.pth"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "message_hub": HistoryBuffer([1.0]), "meta": {"anonymization_impact": {"api": 3}}}, path)
+    assert mm.load_checkpoint(path)["message_hub"].values == [1.0] and mm.weights_meta(path, api=3) == {"api": 3}
+    if tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 6):
+        with pytest.raises(Exception, match="HistoryBuffer"):
+            torch.load(path)  # the defect's own error: the default refuses it
+
+
+def test_initial_weights_that_do_not_fit_the_mmdetection_backbone_are_named():
+    import torch
+    from torch import nn
+
+    from anonymization_impact.training.torchvision_backend import resnet
+
+    narrow = {k: v for k, v in resnet("resnet10", 16, nn.BatchNorm2d).state_dict().items() if not k.startswith("fc.")}
+    assert mm.backbone_misfits({**narrow, "fc.weight": torch.zeros(1)}, narrow) == []  # torchvision's names are mmdet's ResNet's
+    frozen = {k: v for k, v in narrow.items() if not k.endswith("num_batches_tracked")}  # FrozenBatchNorm2d keeps no counter
+    assert mm.backbone_misfits(frozen, narrow) == []
+    wide = {k: v for k, v in resnet("resnet10", 32, nn.BatchNorm2d).state_dict().items() if not k.startswith("fc.")}
+    assert "conv1.weight (32, 3, 7, 7) for (16, 3, 7, 7)" in mm.backbone_misfits(wide, narrow)
+    deeper = {k: v for k, v in resnet("resnet18", 16, nn.BatchNorm2d).state_dict().items() if not k.startswith("fc.")}
+    assert "layer1.1.conv1.weight unexpected" in mm.backbone_misfits(deeper, narrow)
+
+
+def test_framework_record_gives_no_commit_for_a_pypi_stand_in(tmp_path, monkeypatch):
+    """The mmdetection twin's mmdet is PyPI's 2.28.2 standing in for b95583270c: not that commit."""
+    marker = {"plan": {"substitutions": [
+        "pyyaml @ github.com/yaml/pyyaml@b95583270c -> PyPI pyyaml==6.0: not mirrored",
+        "numpy @ github.com/numpy/numpy@0123456789abcdef -> the wheelhouse's prebuilt numpy.whl",
+    ]}}
+    (tmp_path / ".env-twin.json").write_text(json.dumps(marker))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    record = framework_record("pyyaml", "numpy")
+    assert record["pyyaml"]["commit"] is None and "PyPI pyyaml==6.0" in record["pyyaml"]["source"]
+    assert record["numpy"]["commit"] == "0123456789abcdef"

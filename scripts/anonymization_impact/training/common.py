@@ -88,8 +88,10 @@ def framework_record(*distributions: str) -> dict:
             continue
         direct_url = json.loads(distribution.read_text("direct_url.json") or "{}")
         commit, source = direct_url.get("vcs_info", {}).get("commit_id"), direct_url.get("url", "an index")
-        for line in substitutions:  # "<name> @ github.com/<owner>/<repo>@<commit> -> the wheelhouse's ..."
-            if line.split(" @ ")[0] == name and "@" in line.split(" -> ")[0].split(" @ ")[-1]:
-                commit, source = line.split(" -> ")[0].split("@")[-1], f"env twin: {line}"
+        for line in substitutions:  # "<name> @ github.com/<owner>/<repo>@<commit> -> the wheelhouse's ..." (or "-> PyPI <release>: ...")
+            pinned, _, substitute = line.partition(" -> ")
+            if pinned.split(" @ ")[0] == name and "@" in pinned.split(" @ ")[-1]:
+                # a wheelhouse build is of that commit; a PyPI stand-in (mmdet 2.28.2 for b95583270c) is not
+                commit, source = pinned.split("@")[-1] if substitute.startswith("the wheelhouse's") else None, f"env twin: {line}"
         record[name] = {"version": distribution.version, "commit": commit, "source": source}
     return record

@@ -1,8 +1,9 @@
 """The paper's MMDetection backend: BDD100K Mask R-CNN R50-FPN as BDD100K's model zoo defines it.
 
 :func:`train` and :func:`predict` import MMDetection and dispatch to :mod:`.v2` (the paper's
-2.x API) or :mod:`.v3`; without it they raise WorkflowInputError naming the envs. They have
-never been executed in this project (docs/training.md, "Never executed").
+2.x API) or :mod:`.v3`; without it they raise WorkflowInputError naming the envs. Both ran on the
+BDD100K twin in the env twins of envs/mmdetection.yaml and envs/mmdetection-current.yaml
+(tests/test_mmdetection_stacks.py, docs/training.md).
 
 The config translation and the framework-free parts both versions share are in :mod:`.common`
 (tested without MMDetection, tests/test_backends.py) and answer under this backend's name too.
@@ -24,16 +25,26 @@ from .common import (  # noqa: F401 (the backend's API from when it was one modu
     MMDETECTION_COMMIT,
     PAPER_CONFIG,
     PLUMBING_KEYS,
+    RESNET10_TYPE,
+    STOP_HOOK,
     ZOO_GPUS,
+    backbone_misfits,
     epochs,
+    final_checkpoint,
+    finite_loss,
     images_bgr,
+    iteration_seconds,
+    load_checkpoint,
     mmdet2_config,
     mmdet2_results,
     mmdet3_config,
+    prediction_scale,
     prepare,
     save_weights,
+    seconds_per_iteration,
     trained_images,
     weights_meta,
+    whole_epochs,
 )
 
 

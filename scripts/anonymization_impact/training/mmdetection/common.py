@@ -8,10 +8,14 @@ tested without MMDetection (tests/test_backends.py):
   schedule's values written into it (the paper's BDD100K schedule reproduces the 3x file) and
   the plumbing of :data:`PLUMBING_KEYS` (data paths, classes, weights file, work dir, seed).
 * :func:`mmdet3_config` - the same run in MMDetection 3.x's format (envs/mmdetection-current.yaml).
-* :func:`epochs` - our iteration schedule as the epochs MMDetection's runner counts.
+* :func:`epochs` - our iteration schedule as the epochs MMDetection's runner counts; a schedule
+  that is no whole number of epochs (the twins') runs MMDetection's iteration-based runner.
 * :func:`mmdet2_results` - MMDetection 2.x's per-class output -> our COCO results.
 * :func:`prepare`, :func:`save_weights`, :func:`weights_meta`, :func:`images_bgr` - the job's
   config and classes, the weights file and its metadata, the images as mmcv reads them.
+* :func:`finite_loss` (:func:`iteration_seconds`, :func:`seconds_per_iteration`), :func:`backbone_misfits`, :func:`resnet10_class`, :func:`load_checkpoint` - the
+  divergence check of the stop hook, the initial weights' fit, MMDetection's ResNet with
+  depth 10 (the twins' ResNet-50 stand-in), torch.load of a framework checkpoint.
 
 The backend itself (``train`` / ``predict`` and the choice of 2.x or 3.x) is this package's
 ``__init__``; it imports ``v2`` or ``v3``, which import this module, never the other way.
@@ -20,14 +24,17 @@ The backend itself (``train`` / ``predict`` and the choice of 2.x or 3.x) is thi
 from __future__ import annotations
 
 import copy
+import inspect
 import io
+import math
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ...errors import WorkflowInputError
 from ...io import decode_image, read_json, write_bytes_atomic
-from ..common import kept_categories, model_zoo_mismatches
+from ..common import TrainingDiverged, kept_categories
 from ..job import TrainingJob
 from ..predictions import coco_results
 
@@ -221,13 +228,14 @@ PLUMBING_KEYS = (
     "data.train.ann_file",  # our normalized annotation JSON (COCO format, RLE masks)
     "data.train.img_prefix",  # the (anonymized) image tree
     "data.train.classes",
-    "data.val",  # none: the evaluate rule scores the predictions
+    "data.val",  # the test split, never evaluated: the evaluate rule scores the predictions
     "data.test.type",
     "data.test.ann_file",
     "data.test.img_prefix",
     "data.test.classes",
     "evaluation",
     "checkpoint_config.max_keep_ckpts",  # a resume point, not 36 checkpoints
+    "custom_hooks[1]",  # STOP_HOOK: a non-finite loss stops the run (TrainingDiverged), its last good checkpoint kept
     "load_from",  # None: train from ImageNet, never from BDD100K's model trained on original images
     "work_dir",
     "seed",
@@ -236,16 +244,32 @@ PLUMBING_KEYS = (
     "auto_resume",
 )
 ZOO_GPUS = 8  # BDD100K's models: 8 GPUs x 2 images (ins_seg/README.md)
-DEPTHS = {"resnet50": 50, "resnet101": 101, "resnet152": 152}
+# mmdet's ResNet has depths 18-152; depth 10 (the twins' ResNet-50 stand-in, one BasicBlock per
+# stage as torchvision_backend's resnet10) is that ResNet with one more arch_settings entry,
+# registered by the backend as RESNET10_TYPE (resnet10_class).
+DEPTHS = {"resnet10": 10, "resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+RESNET10_TYPE = "ResNet10"
+STOP_HOOK = "StopOnNonFiniteLoss"  # registered by v2 / v3; runs before the optimizer (2.x) and checkpoint hooks
 MMCV_STEP_GAMMA = 0.1  # mmcv's StepLrUpdaterHook default (the zoo file sets none)
+
+
+def _exact_epochs(schedule: dict, n_images: int) -> tuple[float, int]:
+    exact = schedule["iterations"] * schedule["batch_size"] / n_images
+    return exact, max(1, round(exact))
+
+
+def whole_epochs(schedule: dict, n_images: int) -> bool:
+    """Whether our iteration schedule is a whole number of epochs (within 2 %) of ``n_images``:
+    then MMDetection's epoch-based runner trains it (the model zoo's), else its iteration-based one."""
+    exact, count = _exact_epochs(schedule, n_images)
+    return abs(exact - count) <= 0.02 * count
 
 
 def epochs(schedule: dict, n_images: int) -> tuple[int, list[int]]:
     """Epochs and lr-step epochs of our iteration schedule on ``n_images`` training images (at
     ``batch_size`` images per iteration), as MMDetection's epoch-based runner counts them."""
-    exact = schedule["iterations"] * schedule["batch_size"] / n_images
-    count = max(1, round(exact))
-    if abs(exact - count) > 0.02 * count:
+    exact, count = _exact_epochs(schedule, n_images)
+    if not whole_epochs(schedule, n_images):
         raise WorkflowInputError(
             f"the schedule's {schedule['iterations']} iterations of {schedule['batch_size']} images are {exact:.2f} epochs of the "
             f"{n_images} training images; MMDetection trains whole epochs - set iterations to a multiple of {n_images / schedule['batch_size']:g}"
@@ -261,7 +285,10 @@ def trained_images(document: dict, categories: list[dict]) -> int:
 
 
 def _check_translatable(schedule: dict, backbone: str) -> None:
-    problems = model_zoo_mismatches(schedule, backbone, DEPTHS)
+    """Refuse what MMDetection's Mask R-CNN cannot express, naming each value."""
+    problems = []
+    if backbone not in DEPTHS:
+        problems.append(f"backbone {backbone} (its ResNets: {', '.join(DEPTHS)})")
     if schedule["anchor_sizes"] != [32, 64, 128, 256, 512]:
         problems.append(f"anchor_sizes {schedule['anchor_sizes']} (8 x the FPN strides 4-64 only)")
     if schedule["init"] != "imagenet":
@@ -277,6 +304,13 @@ def _resize(schedule: dict) -> dict:
         return {"type": "Resize", "img_scale": scales, "multiscale_mode": "value", "keep_ratio": True}
     size = sizes[0] if isinstance(sizes, list) else sizes
     return {"type": "Resize", "img_scale": (schedule["image_max_size"], size), "keep_ratio": True}
+
+
+def prediction_scale(schedule: dict) -> tuple[int, int]:
+    """(longer side limit, shorter side) of prediction: the largest training size, as detectron2's
+    MIN_SIZE_TEST and the torchvision backend (the paper's BDD100K: the zoo's (1280, 720))."""
+    sizes = schedule["image_min_size"]
+    return schedule["image_max_size"], max(sizes) if isinstance(sizes, list) else sizes
 
 
 def mmdet2_config(
@@ -297,27 +331,48 @@ def mmdet2_config(
     cfg = copy.deepcopy(BDD100K_ZOO[PAPER_CONFIG])
     model = cfg["model"]
     # ---- what the schedule and the model determine
-    model["backbone"]["depth"] = DEPTHS[job.backbone]
+    depth = DEPTHS[job.backbone]
+    model["backbone"]["depth"] = depth
+    if depth == 10:
+        model["backbone"]["type"] = RESNET10_TYPE
+    width = schedule["backbone_width"]
+    if width != 64:  # the twins' narrow ResNets: same layout, width channels in the first stage
+        model["backbone"]["base_channels"] = width
     model["backbone"]["frozen_stages"] = 4 - schedule["trainable_backbone_layers"]  # -1: none
+    expansion = 1 if depth < 50 else 4  # BasicBlock / Bottleneck
     channels = schedule["fpn_channels"]
+    model["neck"]["in_channels"] = [width * expansion * 2**stage for stage in range(4)]
     model["neck"]["out_channels"] = channels
     model["rpn_head"]["in_channels"] = model["rpn_head"]["feat_channels"] = channels
     for head in ("bbox_roi_extractor", "mask_roi_extractor"):
         model["roi_head"][head]["out_channels"] = channels
     model["roi_head"]["bbox_head"]["in_channels"] = model["roi_head"]["mask_head"]["in_channels"] = channels
+    if schedule["head_channels"] is not None:  # as the torchvision backend: box head 4x, mask head convs 1x
+        model["roi_head"]["bbox_head"]["fc_out_channels"] = 4 * schedule["head_channels"]
+        model["roi_head"]["mask_head"]["conv_out_channels"] = schedule["head_channels"]
     model["train_cfg"]["rpn_proposal"]["nms_pre"] = schedule["rpn_pre_nms_top_n"]
     if schedule["rpn_post_nms_top_n"] is not None:
         model["train_cfg"]["rpn_proposal"]["max_per_img"] = schedule["rpn_post_nms_top_n"]
+    model["test_cfg"]["rpn"].update(nms_pre=schedule["rpn_pre_nms_top_n_test"], max_per_img=schedule["rpn_post_nms_top_n_test"])
     model["train_cfg"]["rcnn"]["sampler"]["num"] = schedule["box_batch_size_per_image"]
     train_pipeline = _train_pipeline(_resize(schedule))
     train_pipeline[3]["flip_ratio"] = schedule["horizontal_flip"]
     cfg["train_pipeline"] = train_pipeline
+    cfg["test_pipeline"][1]["img_scale"] = prediction_scale(schedule)
     cfg["data"]["samples_per_gpu"] = schedule["batch_size"]  # one GPU, the whole batch
     cfg["data"]["train"]["pipeline"] = copy.deepcopy(train_pipeline)
     cfg["optimizer"].update(lr=float(schedule["base_lr"]), momentum=float(schedule["momentum"]), weight_decay=float(schedule["weight_decay"]))
-    max_epochs, steps = epochs(schedule, n_images)
-    cfg["runner"]["max_epochs"] = max_epochs
-    cfg["lr_config"].update(step=steps, warmup_iters=schedule["warmup_iterations"], warmup_ratio=float(schedule["warmup_factor"]))
+    if schedule["clip_gradient_norm"] is not None:  # mmcv's OptimizerHook: the total L2 norm of all gradients
+        cfg["optimizer_config"]["grad_clip"] = {"max_norm": float(schedule["clip_gradient_norm"]), "norm_type": 2}
+    cfg["lr_config"].update(warmup_iters=schedule["warmup_iterations"], warmup_ratio=float(schedule["warmup_factor"]))
+    if whole_epochs(schedule, n_images):  # the zoo's epoch-based runner
+        max_epochs, steps = epochs(schedule, n_images)
+        cfg["runner"]["max_epochs"] = max_epochs
+        cfg["lr_config"]["step"] = steps
+    else:  # e.g. the twins' 300 iterations: MMDetection's iteration-based runner, a checkpoint every checkpoint_every
+        cfg["runner"] = {"type": "IterBasedRunner", "max_iters": schedule["iterations"]}
+        cfg["lr_config"].update(step=[round(step * schedule["iterations"]) for step in schedule["lr_steps"]], by_epoch=False)
+        cfg["checkpoint_config"] = {"interval": job.checkpoint_every, "by_epoch": False}
     if schedule["lr_gamma"] != MMCV_STEP_GAMMA:
         cfg["lr_config"]["gamma"] = float(schedule["lr_gamma"])
     if job.amp:
@@ -329,10 +384,12 @@ def mmdet2_config(
     cfg["dataset_type"] = "CocoDataset"
     cfg["data_root"] = ""
     cfg["data"]["workers_per_gpu"] = workers
-    for split, pipeline in (("train", train_pipeline), ("test", cfg["test_pipeline"])):
+    # val = test: never evaluated (validate=False), but mmdet 2.x's compat_cfg reads data.val
+    for split, pipeline in (("train", train_pipeline), ("val", cfg["test_pipeline"]), ("test", cfg["test_pipeline"])):
         cfg["data"][split] = {"type": "CocoDataset", "ann_file": str(ann_file), "img_prefix": str(img_prefix) + "/", "classes": tuple(class_names), "pipeline": copy.deepcopy(pipeline)}
-    del cfg["data"]["val"], cfg["evaluation"]
+    del cfg["evaluation"]
     cfg["checkpoint_config"]["max_keep_ckpts"] = 2
+    cfg["custom_hooks"].append({"type": STOP_HOOK, "priority": "VERY_HIGH"})
     cfg["load_from"] = None
     cfg.update(work_dir=str(work_dir), seed=job.seed, gpu_ids=[0], device=device, auto_resume=True)
     return cfg
@@ -355,10 +412,10 @@ def mmdet3_config(cfg2: dict) -> dict:
         {"type": "RandomFlip", "prob": cfg2["train_pipeline"][3]["flip_ratio"]},
         {"type": "PackDetInputs"},
     ]
-    test_scale = cfg2["test_pipeline"][1]["img_scale"]
+    scale = cfg2["test_pipeline"][1]["img_scale"]
     test_pipeline = [
         {"type": "LoadImageFromFile"},
-        {"type": "Resize", "scale": test_scale, "keep_ratio": True},
+        {"type": "Resize", "scale": scale, "keep_ratio": True},
         {"type": "PackDetInputs", "meta_keys": ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor")},
     ]
     train, test = cfg2["data"]["train"], cfg2["data"]["test"]
@@ -376,8 +433,17 @@ def mmdet3_config(cfg2: dict) -> dict:
         }
 
     lr = cfg2["lr_config"]
-    max_epochs = cfg2["runner"]["max_epochs"]
-    optimizer = dict(cfg2["optimizer"])
+    by_epoch = cfg2["runner"]["type"] == "EpochBasedRunner"
+    if by_epoch:
+        length = cfg2["runner"]["max_epochs"]
+        train_cfg = {"type": "EpochBasedTrainLoop", "max_epochs": length, "val_interval": length + 1}
+    else:
+        length = cfg2["runner"]["max_iters"]
+        train_cfg = {"type": "IterBasedTrainLoop", "max_iters": length, "val_interval": length + 1}
+    optim_wrapper = {"type": "AmpOptimWrapper" if "fp16" in cfg2 else "OptimWrapper", "optimizer": dict(cfg2["optimizer"])}
+    if cfg2["optimizer_config"]["grad_clip"] is not None:
+        optim_wrapper["clip_grad"] = dict(cfg2["optimizer_config"]["grad_clip"])
+    checkpoint = cfg2["checkpoint_config"]
     return {
         "default_scope": "mmdet",
         "model": model,
@@ -387,29 +453,35 @@ def mmdet3_config(cfg2: dict) -> dict:
             "batch_size": cfg2["data"]["samples_per_gpu"],
             "num_workers": cfg2["data"]["workers_per_gpu"],
             "persistent_workers": cfg2["data"]["workers_per_gpu"] > 0,
-            "sampler": {"type": "DefaultSampler", "shuffle": True},
+            "sampler": {"type": "DefaultSampler" if by_epoch else "InfiniteSampler", "shuffle": True},  # as MMDetection's own configs
             "batch_sampler": {"type": "AspectRatioBatchSampler"},
             "dataset": dataset(train, train_pipeline, False),
         },
+        # The three test_* go together (mmengine's Runner refuses one without the others); only
+        # predict uses the dataloader's pipeline, the evaluate rule scores the predictions.
         "test_dataloader": {
             "batch_size": 1,
             "num_workers": cfg2["data"]["workers_per_gpu"],
             "sampler": {"type": "DefaultSampler", "shuffle": False},
             "dataset": dataset(test, test_pipeline, True),
         },
-        "train_cfg": {"type": "EpochBasedTrainLoop", "max_epochs": max_epochs, "val_interval": max_epochs + 1},
+        "test_cfg": {"type": "TestLoop"},
+        "test_evaluator": {"type": "CocoMetric", "ann_file": test["ann_file"], "metric": ["bbox", "segm"]},
+        "train_cfg": train_cfg,
         "param_scheduler": [
             {"type": "LinearLR", "start_factor": lr["warmup_ratio"], "by_epoch": False, "begin": 0, "end": lr["warmup_iters"]},
-            {"type": "MultiStepLR", "begin": 0, "end": max_epochs, "by_epoch": True, "milestones": list(lr["step"]), "gamma": lr.get("gamma", MMCV_STEP_GAMMA)},
+            {"type": "MultiStepLR", "begin": 0, "end": length, "by_epoch": by_epoch, "milestones": list(lr["step"]), "gamma": lr.get("gamma", MMCV_STEP_GAMMA)},
         ],
-        "optim_wrapper": {"type": "AmpOptimWrapper" if "fp16" in cfg2 else "OptimWrapper", "optimizer": optimizer},
+        "optim_wrapper": optim_wrapper,
         "default_hooks": {
             "timer": {"type": "IterTimerHook"},
             "logger": {"type": "LoggerHook", "interval": cfg2["log_config"]["interval"]},
             "param_scheduler": {"type": "ParamSchedulerHook"},
-            "checkpoint": {"type": "CheckpointHook", "interval": cfg2["checkpoint_config"]["interval"], "max_keep_ckpts": cfg2["checkpoint_config"]["max_keep_ckpts"]},
+            "checkpoint": {"type": "CheckpointHook", "interval": checkpoint["interval"], "by_epoch": by_epoch, "max_keep_ckpts": checkpoint["max_keep_ckpts"]},
             "sampler_seed": {"type": "DistSamplerSeedHook"},
         },
+        "custom_hooks": [hook for hook in cfg2["custom_hooks"] if hook["type"] == STOP_HOOK],
+        "log_processor": {"by_epoch": by_epoch},
         "env_cfg": {"cudnn_benchmark": False, "dist_cfg": {"backend": "nccl"}},
         "log_level": cfg2["log_level"],
         "randomness": {"seed": cfg2["seed"], "deterministic": False},
@@ -417,6 +489,12 @@ def mmdet3_config(cfg2: dict) -> dict:
         "load_from": None,
         "resume": True,  # from work_dir's last_checkpoint when there is one
     }
+
+
+def final_checkpoint(config: dict) -> str:
+    """File name of the last checkpoint the run of a 2.x (``runner``) or 3.x (``train_cfg``) config writes."""
+    loop = config["runner"] if "runner" in config else config["train_cfg"]
+    return f"epoch_{loop['max_epochs']}.pth" if "max_epochs" in loop else f"iter_{loop['max_iters']}.pth"
 
 
 def mmdet2_results(image_id: int, bbox_results, segm_results, category_ids: list[int]) -> list[dict]:
@@ -453,7 +531,7 @@ def prepare(job: TrainingJob, device: str) -> tuple[dict, list[dict]]:
         img_prefix=str(Path(job.image_root).resolve()),
         init_weights=str(Path(job.init_weights).resolve()),
         work_dir=str(work_dir),
-        workers=job.threads,
+        workers=job.threads if device == "cuda" else 0,  # as the torchvision backend: on the CPU the job's threads compute
         device=device,
     )
     return cfg, categories
@@ -468,14 +546,99 @@ def save_weights(output: Path, state_dict: dict, meta: dict) -> None:
     write_bytes_atomic(Path(output), buffer.getvalue())
 
 
-def weights_meta(weights: Path, api: int) -> dict:
-    """This workflow's metadata in weights written by the MMDetection ``api`` (2 or 3) backend."""
+def finish(job: TrainingJob, record: dict, *, api: int, config: dict, categories: list[dict], framework_meta: dict, runner: dict, started: float, device: str, images: int, frameworks) -> dict:
+    """After MMDetection ``api`` trained ``config`` (its last checkpoint in its work dir): ``job.output``
+    with the weights, ``framework_meta`` and what predict needs, and train's summary (``record``:
+    what the stop hook recorded; ``frameworks``: the distributions to record)."""
+    from ..common import framework_record
+
+    final = load_checkpoint(Path(config["work_dir"]) / final_checkpoint(config))
+    ours = {"backend": "mmdetection", "api": api, "config": config, "category_ids": [category["id"] for category in categories]}
+    save_weights(job.output, final["state_dict"], {**framework_meta, "anonymization_impact": ours})
+    return {
+        "iterations": job.schedule["iterations"],
+        "runner": runner,
+        "resumed_at": record.get("resumed_at", 0),
+        "last_loss": record.get("last_loss"),
+        "seconds": time.perf_counter() - started,
+        "seconds_per_iteration": seconds_per_iteration(record),
+        "device": device,
+        "images": images,
+        "frameworks": framework_record(*frameworks),
+    }
+
+
+def load_checkpoint(path: Path) -> dict:
+    """torch.load of a checkpoint that holds more than tensors (mmengine's message hub, our config):
+    ``weights_only=False`` said explicitly, as torch >= 2.6 defaults to True and refuses them; the
+    paper stack's torch 1.12 has no such argument (and loads everything)."""
     import torch
 
-    meta = torch.load(weights, map_location="cpu").get("meta", {}).get("anonymization_impact")
+    explicit = {"weights_only": False} if "weights_only" in inspect.signature(torch.load).parameters else {}
+    return torch.load(path, map_location="cpu", **explicit)
+
+
+def weights_meta(weights: Path, api: int) -> dict:
+    """This workflow's metadata in weights written by the MMDetection ``api`` (2 or 3) backend."""
+    meta = load_checkpoint(weights).get("meta", {}).get("anonymization_impact")
     if meta is None or meta.get("api") != api:
         raise WorkflowInputError(f"{weights} was not written by this workflow's MMDetection {api}.x backend")
     return meta
+
+
+def finite_loss(iteration: int, losses: dict, work_dir) -> float:
+    """The total loss of one iteration (``losses["loss"]``, MMDetection's log variables); a NaN or
+    infinite one raises TrainingDiverged, before that iteration updates (2.x) or saves (3.x) anything."""
+    total = float(losses["loss"])
+    if not math.isfinite(total):
+        values = {name: round(float(value), 4) for name, value in losses.items()}
+        raise TrainingDiverged(
+            f"non-finite loss at iteration {iteration} ({values}); the last good checkpoint is kept in {work_dir}. "
+            "Lower training.*.base_lr or check the data."
+        )
+    return total
+
+
+def iteration_seconds(record: dict, iteration: int, losses: dict, work_dir) -> None:
+    """What the stop hook does after each iteration: :func:`finite_loss`, and the iteration's end
+    time in ``record`` (for :func:`seconds_per_iteration`)."""
+    record["last_loss"] = finite_loss(iteration, losses, work_dir)
+    record.setdefault("ends", []).append(time.perf_counter())
+
+
+def seconds_per_iteration(record: dict) -> float | None:
+    """Mean time of the iterations this process trained after its first two (warm-up, as
+    perf/benchmark_training.py); None for fewer than three."""
+    ends = record.get("ends", [])
+    return (ends[-1] - ends[1]) / (len(ends) - 2) if len(ends) > 2 else None
+
+
+def backbone_misfits(initial: dict, backbone_state: dict) -> list[str]:
+    """How the initial weights ``initial`` (a torchvision-format ResNet state dict) differ from the
+    backbone's parameters and buffers ``backbone_state``: mmcv / mmengine load them with
+    strict=False and only log a misfit, which would leave the backbone random."""
+    initial = {key: value for key, value in initial.items() if not key.startswith("fc.")}  # the unused classifier
+    problems = [f"{key} missing" for key in sorted(set(backbone_state) - set(initial)) if not key.endswith("num_batches_tracked")]
+    problems += [f"{key} unexpected" for key in sorted(set(initial) - set(backbone_state))]
+    problems += [
+        f"{key} {tuple(initial[key].shape)} for {tuple(backbone_state[key].shape)}"
+        for key in sorted(set(initial) & set(backbone_state))
+        if tuple(initial[key].shape) != tuple(backbone_state[key].shape)
+    ]
+    return problems
+
+
+def check_backbone_weights(path: Path, backbone, backbone_name: str, width: int) -> None:
+    """Refuse initial weights that do not fit the model's backbone (see :func:`backbone_misfits`)."""
+    problems = backbone_misfits(load_checkpoint(path), backbone.state_dict())
+    if problems:
+        raise WorkflowInputError(f"initial weights {path} do not fit a {backbone_name} of width {width}: {', '.join(problems[:4])}")
+
+
+def resnet10_class(resnet, basic_block):
+    """MMDetection's ResNet class ``resnet`` with depth 10 too (one ``basic_block`` per stage: the
+    layout of torchvision_backend's resnet10, so the twins' backbones load), for RESNET10_TYPE."""
+    return type(RESNET10_TYPE, (resnet,), {"arch_settings": {**resnet.arch_settings, 10: (basic_block, (1, 1, 1, 1))}})
 
 
 def images_bgr(annotation: dict, image_root: Path, progress=None):

@@ -1,7 +1,8 @@
 """MMDetection 3.x (envs/mmdetection-current.yaml): train and predict an mmdet3_config.
 
 Imported only by the backend (this package's ``__init__``) once ``import mmdet`` worked and said 3.x.
-Never executed in this project (docs/training.md, "Never executed").
+Run on the BDD100K twin in the env twin of envs/mmdetection-current.yaml (mmdet 3.3.0, mmcv 2.1.0,
+mmengine 0.10.7, torch 2.1.2; tests/test_mmdetection_stacks.py).
 """
 
 from __future__ import annotations
@@ -12,45 +13,60 @@ from pathlib import Path
 from ..common import resolve_device
 from ..job import TrainingJob
 from ..predictions import coco_results
-from .common import images_bgr, mmdet3_config, prepare, save_weights, weights_meta
+from .common import RESNET10_TYPE, STOP_HOOK, check_backbone_weights, finish, images_bgr, iteration_seconds, mmdet3_config, prepare, resnet10_class, weights_meta
+
+
+def _register(record: dict | None = None) -> None:
+    """Our modules in MMDetection's registries: the ResNet of depth 10; with ``record``, the stop
+    hook, which writes there the iteration the run started at, the last loss and the iterations' end times."""
+    from mmdet.models.backbones import ResNet
+    from mmdet.models.backbones.resnet import BasicBlock
+    from mmdet.registry import HOOKS, MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.hooks import Hook
+
+    register_all_modules()
+    MODELS.register_module(name=RESNET10_TYPE, module=resnet10_class(ResNet, BasicBlock), force=True)
+    if record is None:
+        return
+
+    class StopOnNonFiniteLoss(Hook):  # priority VERY_HIGH (the config): before CheckpointHook saves the iteration
+        def before_train(self, runner):
+            record["resumed_at"] = runner.iter  # after load_or_resume
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            iteration_seconds(record, runner.iter, outputs, runner.work_dir)
+
+    HOOKS.register_module(name=STOP_HOOK, module=StopOnNonFiniteLoss, force=True)
 
 
 def train(job: TrainingJob, progress=None) -> dict:
     import torch
-    from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.runner import Runner
 
-    register_all_modules()
+    torch.set_num_threads(job.threads)
+    record: dict = {}
+    _register(record)
     config2, categories = prepare(job, resolve_device(job.device))
     config = mmdet3_config(config2)
-    work_dir = Path(config["work_dir"])
-    resumed = (work_dir / "last_checkpoint").exists()
-    started = time.perf_counter()
     runner = Runner.from_cfg(Config(config))  # seeds from cfg.randomness, resumes (cfg.resume)
+    check_backbone_weights(job.init_weights, runner.model.backbone, job.backbone, job.schedule["backbone_width"])
+    started = time.perf_counter()
     runner.train()
-    final = torch.load(work_dir / f"epoch_{config['train_cfg']['max_epochs']}.pth", map_location="cpu")
-    meta = {
-        "dataset_meta": {"classes": tuple(c["name"] for c in categories)},
-        "anonymization_impact": {"backend": "mmdetection", "api": 3, "config": config, "category_ids": [c["id"] for c in categories]},
-    }
-    save_weights(job.output, final["state_dict"], meta)
-    return {
-        "iterations": job.schedule["iterations"],
-        "epochs": config["train_cfg"]["max_epochs"],
-        "resumed": resumed,
-        "seconds": time.perf_counter() - started,
-        "device": resolve_device(job.device),
-    }
+    return finish(
+        job, record, api=3, config=config, categories=categories, framework_meta={"dataset_meta": {"classes": tuple(c["name"] for c in categories)}},
+        runner=config["train_cfg"], started=started, device=resolve_device(job.device), images=len(runner.train_dataloader.dataset),
+        frameworks=("mmdet", "mmcv", "mmengine", "torch"),
+    )
 
 
 def predict(weights: Path, annotation: dict, image_root: Path, *, device: str = "auto", threads: int = 2, progress=None) -> list[dict]:
     import torch
     from mmdet.apis import inference_detector, init_detector
-    from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
-    register_all_modules()
+    _register()
     torch.set_num_threads(threads)
     meta = weights_meta(weights, api=3)
     model = init_detector(Config(meta["config"]), str(weights), device=resolve_device(device))
