@@ -264,7 +264,8 @@ def anonymized_trees(config: dict) -> list[tuple[str, str]]:
 
 def dataset_trees(config: dict, dataset: str) -> list[str]:
     """The variants of the trees made for one dataset, in the experiments' order."""
-    return [variant for variant in dataset_variants(config, dataset) if (dataset, variant) in set(anonymized_trees(config))]
+    trees = set(anonymized_trees(config))
+    return [variant for variant in dataset_variants(config, dataset) if (dataset, variant) in trees]
 
 
 def qualitative_datasets(config: dict) -> list[str]:

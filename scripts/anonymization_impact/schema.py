@@ -14,9 +14,13 @@ import yaml
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
 
+# libyaml's loader where PyYAML has it: the schema is read at every DAG build (~6x faster)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=SAFE_LOADER)
 
 
 @lru_cache(maxsize=None)
