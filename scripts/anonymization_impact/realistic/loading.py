@@ -32,8 +32,9 @@ def resolve_device(requested: str, log: logging.Logger) -> str:
 
 def load_generators(settings: dict, weights: dict[str, str], device: str,
                     dp2_root: str | None = None) -> dict[tuple[int, int], Generator]:
-    """Generators keyed by crop size, for the roles in ``settings`` (``get_generator_settings``);
-    DeepPrivacy2's need ``weights`` (role -> checkpoint file) and its checkout ``dp2_root``."""
+    """Generators keyed by crop size, for the roles in ``settings`` (``plan.generator_settings``);
+    DeepPrivacy2's need ``weights`` (role -> checkpoint file, md5-checked against the role's
+    `weights` entry: ``settings["md5"]``) and its checkout ``dp2_root``."""
     kind, generators = settings["kind"], {}
     for role in settings["roles"]:
         size = ROLE_SIZES[role]
@@ -44,7 +45,8 @@ def load_generators(settings: dict, weights: dict[str, str], device: str,
         elif kind == "deepprivacy2":
             from .deepprivacy2 import load_generator
 
-            generators[size] = load_generator(DEEPPRIVACY2_GENERATORS[role], weights[role], device, dp2_root=dp2_root)
+            generators[size] = load_generator(DEEPPRIVACY2_GENERATORS[role], weights[role], device, dp2_root=dp2_root,
+                                              md5=settings.get("md5", {}).get(role), weights_name=settings["names"][role])
         else:
             raise WorkflowInputError(
                 f"no generator for realistic anonymization ({kind!r}): a twin needs realistic.synthetic_generator"
