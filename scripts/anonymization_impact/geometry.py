@@ -229,6 +229,10 @@ def _resize_nearest(array: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return array[rows[:, None], cols[None, :]]
 
 
+# Pillow's enum since 9.1; envs/deepprivacy2.yaml runs this module with Pillow 8.4 (dp2's pins), which has the constant only
+BICUBIC = getattr(Image, "Resampling", Image).BICUBIC
+
+
 def _resize_bicubic(array: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """Antialiased bicubic (PIL, a = -0.5) of an HxWxC array, per channel in float32 ("F" mode)."""
     if array.shape[:2] == (out_h, out_w):
@@ -236,7 +240,7 @@ def _resize_bicubic(array: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     channels = []
     for c in range(array.shape[2]):
         plane = Image.fromarray(np.ascontiguousarray(array[:, :, c], dtype=np.float32))
-        channels.append(np.asarray(plane.resize((out_w, out_h), Image.Resampling.BICUBIC), dtype=np.float32))
+        channels.append(np.asarray(plane.resize((out_w, out_h), BICUBIC), dtype=np.float32))
     return np.stack(channels, axis=2)
 
 
