@@ -184,10 +184,13 @@ def test_tria_gan_mapping_needs_no_keypoints():
     assert "def forward(self, z, update_emas=False, **kwargs)" in mirror_show("dp2/generator/base.py")
 
 
-def test_the_env_pins_dp2_at_the_commit():
+def test_the_env_runs_dp2_from_its_checkout_not_from_a_pip_install():
+    """dp2's setup.py cannot be installed beside torchvision 0.14.1 (docs/deepprivacy2.md): the env
+    carries its requirements, and dp2 comes from the checkout at DP2_COMMIT (rule download_deepprivacy2)."""
     env = yaml.safe_load((REPO / dp2_adapter.ENV_FILE).read_text())
     pip = [entry for entry in env["dependencies"] if isinstance(entry, dict)][0]["pip"]
-    assert f"dp2 @ git+https://github.com/hukkelas/deep_privacy2.git@{DP2_COMMIT}" in pip
+    assert not [line for line in pip if "deep_privacy2" in line or line.split()[0] == "dp2"]
+    assert {"tops", "clip", "detectron2-densepose"} <= {line.split()[0] for line in pip}
     assert "defaults" not in env["channels"] and "nodefaults" in env["channels"]
 
 
@@ -368,29 +371,56 @@ def test_load_generator_through_dp2s_own_functions(fake_dp2):
 
 
 def test_load_generator_checks(fake_dp2):
+    own = {"md5": file_digest(fake_dp2.checkpoint, "md5"), "weights_name": "test_fdf128"}  # an entry of its own for this file
     # no checkout: dp2 pip-installed without configs/
     with pytest.raises(WorkflowInputError, match="DP2_ROOT"):
-        load_generator("fdf128", fake_dp2.checkpoint, check_md5=False)
-    # the checkpoint's md5
-    with pytest.raises(WorkflowInputError, match="bccd4403e7c9bca682566ff3319e8176"):
+        load_generator("fdf128", fake_dp2.checkpoint, **own)
+    # the checkpoint's md5: the paper's unless an entry names another
+    with pytest.raises(WorkflowInputError, match="bccd4403e7c9bca682566ff3319e8176.*the paper's pinned md5"):
         load_generator("fdf128", fake_dp2.checkpoint, dp2_root=fake_dp2.root)
+    with pytest.raises(WorkflowInputError, match="expected 0{32} .weights entry 'test_fdf128'.: it is not the file"):
+        load_generator("fdf128", fake_dp2.checkpoint, dp2_root=fake_dp2.root, md5="0" * 32, weights_name="test_fdf128")
     with pytest.raises(WorkflowInputError, match="does not exist"):
-        load_generator("fdf128", fake_dp2.checkpoint.with_name("none.ckpt"), dp2_root=fake_dp2.root)
+        load_generator("fdf128", fake_dp2.checkpoint.with_name("none.ckpt"), dp2_root=fake_dp2.root, **own)
     # a checkout at another commit
     fake_dp2.state["md5"] = "0" * 32
     with pytest.raises(WorkflowInputError, match=DP2_COMMIT):
-        load_generator("fdf128", fake_dp2.checkpoint, dp2_root=fake_dp2.root, check_md5=False)
+        load_generator("fdf128", fake_dp2.checkpoint, dp2_root=fake_dp2.root, **own)
     fake_dp2.state["md5"] = None
     fake_dp2.state["latent_space"] = "W_kp"
     with pytest.raises(WorkflowInputError, match="W_kp"):
-        load_generator("fdf128", fake_dp2.checkpoint, dp2_root=fake_dp2.root, check_md5=False)
+        load_generator("fdf128", fake_dp2.checkpoint, dp2_root=fake_dp2.root, **own)
     fake_dp2.state["latent_space"] = "W"
-    generator = load_generator("fdf128", fake_dp2.checkpoint, dp2_root=fake_dp2.root, check_md5=False)
+    generator = load_generator("fdf128", fake_dp2.checkpoint, dp2_root=fake_dp2.root, **own)
     assert generator.joint_map_transform is None and fake_dp2.record["states"][-1][1] is None  # no mapper for faces
+    # weights that are not the paper's say so wherever the label goes (audits, tables)
+    assert generator.label == f"DeepPrivacy2 FDF128 architecture with weights 'test_fdf128' (md5 {own['md5'][:6]}…; not the paper's weights)"
+
+
+def test_load_generator_has_no_way_around_the_md5_check(fake_dp2):
+    """The only arguments about the checkpoint are its file and the md5 it must have."""
+    import inspect
+
+    assert set(inspect.signature(load_generator).parameters) == {"name", "checkpoint_path", "device", "dp2_root", "md5", "weights_name"}
+    for md5 in (None, "", file_digest(fake_dp2.checkpoint, "md5").upper()):
+        with pytest.raises(WorkflowInputError, match="has md5"):
+            load_generator("fdf128", fake_dp2.checkpoint, dp2_root=fake_dp2.root, md5=md5)
+
+
+def test_load_generators_hands_each_role_the_md5_of_its_weights_entry(monkeypatch):
+    from anonymization_impact.realistic import loading
+
+    calls = []
+    monkeypatch.setattr(dp2_adapter, "load_generator", lambda name, path, device, **options: calls.append((name, path, device, options)))
+    settings = {"kind": "deepprivacy2", "roles": ["face", "face_hr"], "names": {"face": "a", "face_hr": "b", "body": "c"}, "md5": {"face": "1" * 32, "face_hr": "2" * 32}}
+    loading.load_generators(settings, {"face": "f.ckpt", "face_hr": "g.ckpt"}, "cpu", dp2_root="dp2")
+    assert calls == [("fdf128", "f.ckpt", "cpu", {"dp2_root": "dp2", "md5": "1" * 32, "weights_name": "a"}),
+                     ("fdf256", "g.ckpt", "cpu", {"dp2_root": "dp2", "md5": "2" * 32, "weights_name": "b"})]
 
 
 def test_load_generator_finds_the_configs_beside_a_checkout_on_the_path(fake_dp2):
+    pin_md5(fake_dp2.monkeypatch, "fdf256", fake_dp2.checkpoint)
     sys.modules["dp2"].__file__ = str(fake_dp2.root / "dp2" / "__init__.py")  # dp2 imported from the checkout
-    generator = load_generator("fdf256", fake_dp2.checkpoint, check_md5=False)
+    generator = load_generator("fdf256", fake_dp2.checkpoint, weights_name="deepprivacy2_fdf256")
     assert fake_dp2.record["loaded_configs"] == [str(fake_dp2.root / "configs/fdf/stylegan.py")]
-    assert generator.label == "DeepPrivacy2 FDF256 (md5 e8e321…)" and generator.size == (256, 256)
+    assert generator.label == f"DeepPrivacy2 FDF256 (md5 {file_digest(fake_dp2.checkpoint, 'md5')[:6]}…)" and generator.size == (256, 256)

@@ -79,6 +79,18 @@ def test_region_sources(config):
     assert plan.generator_weights(config, "coco", "face-realistic-hrfaces") == {}  # a twin builds its own generator
 
 
+def test_generator_settings_carry_the_md5_of_each_roles_weights_entry(config):
+    from anonymization_impact.realistic.deepprivacy2 import GENERATORS
+
+    paper = real(config, "coco")
+    assert plan.generator_settings(paper, "coco", "face-realistic-hrfaces")["md5"] == {"face": GENERATORS["fdf128"].md5, "face_hr": GENERATORS["fdf256"].md5}
+    own = copy.deepcopy(paper)  # other weights only through an entry of their own, with their md5
+    own["weights"]["test_fdf128"] = {"path": "resources/weights/test.ckpt", "md5": "0" * 32, "url": None}
+    own["realistic"]["weights"]["face"] = "test_fdf128"
+    assert plan.generator_settings(own, "coco", "face-realistic")["md5"] == {"face": "0" * 32}
+    assert plan.generator_settings(config, "coco", "face-realistic")["md5"] == {}  # a twin's generator is built here
+
+
 def test_config_slices_hold_only_what_their_rule_reads(config):
     edited = copy.deepcopy(config)
     edited["fig8"]["panels"]["coco"]["title"] = "Another title"

@@ -177,7 +177,7 @@ def test_realistic_bodies_pass_the_leak_check_and_do_not_depend_on_sharding(city
     audit, whole = _shard(cityscapes, settings, tmp_path=tmp_path)
     assert audit["leak_check"]["applies"] and audit["leak_check"]["passed"] and len(audit["leak_check"]["images_checked"]) == 2
     assert audit["method"]["generator"] == STANDIN_LABEL and audit["method"]["truncation"] == "multimodal"
-    assert audit["method"]["instances"] == sum(len(record["anonymized"]) for record in audit["images"]) > 0
+    assert audit["method"]["syntheses"] == sum(len(record["anonymized"]) for record in audit["images"]) > 0
     parts = {}
     for shard in range(3):
         parts.update(_bytes(_shard(cityscapes, settings, shards=3, shard=shard, tmp_path=tmp_path, leak_check_images=0)[1]))
@@ -202,6 +202,37 @@ def test_hr_faces_are_a_second_pass_at_256_over_large_faces():
     assert [t.instance_id for t in refined] == [1, 2, 2]  # every face at 128, then the large one
     assert [t.geometry.box for t in refined[:2]] == [t.geometry.box for t in plain]
     assert refined[2].geometry.size == (256, 256) and refined[2].stream == 1
+
+
+def test_an_hr_face_is_one_face_anonymized_in_two_passes_and_counted_once(tmp_path):
+    """Two faces, the large one refined at 256x256: the audit lists each face once (the second
+    pass under refined_at_256), the tree audit counts 2 faces, the generator 3 syntheses."""
+    from PIL import Image
+
+    from anonymization_impact.audit import audit_markdown, tree_audit
+    from anonymization_impact.masks import encode
+
+    height, width = 600, 800
+    root = tmp_path / "raw"
+    (root / "train").mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(root / "train" / "a.png")
+    masks = [np.zeros((height, width), dtype=bool) for _ in range(2)]
+    masks[0][100:400, 90:150] = True
+    masks[1][90:590, 280:520] = True
+    image = {"id": 1, "file_name": "train/a.png", "width": width, "height": height}
+    persons = {"images": [image], "annotations": [{"id": i + 1, "image_id": 1, "segmentation": encode(m)} for i, m in enumerate(masks)]}
+    faces = {"images": {"train/a.png": [{"person_id": 1, "box": [100, 100, 140, 140]}, {"person_id": 2, "box": [300, 100, 500, 300]}]}}
+    settings = variant(region="face", method="realistic", hr_faces=True)
+    generators = {size: StandinGenerator("face", size, seed=i) for i, size in enumerate([(128, 128), (256, 256)])}
+    audit = anonymize_shard(root=root, persons=persons, faces=faces, variant=settings, method=build_realistic(settings, generators),
+                            shard=0, shards=1, output_dir=tmp_path / "out", leak_check_images=1)
+    record, = audit["images"]
+    assert record["anonymized"] == [1, 2] and record["refined_at_256"] == [2]  # was [1, 2, 2]
+    assert audit["method"]["syntheses"] == 3 and audit["leak_check"]["passed"]
+    excluded = {"counts": {"excluded_by_reason": {}}}
+    tree = tree_audit("coco", "face-realistic-hrfaces", settings, [audit], excluded, None)
+    assert tree["instances"]["anonymized"] == 2 and tree["instances"]["refined_at_256"] == 1 and tree["generator"]["syntheses"] == 3
+    assert "- Faces anonymized: 2 (1 of them refined at 256x256 in a second pass)." in audit_markdown(tree)
 
 
 def test_weights_are_checked_by_md5_and_a_hand_placed_file_is_accepted(tmp_path):
@@ -286,7 +317,7 @@ def test_synthetic_generators_run_a_shard_with_realistic_device_cuda(kind, citys
     audit = anonymize_shard(root=Path(cityscapes["root"]), persons=cityscapes["persons"], faces=None, variant=settings,
                             method=build_realistic(settings, generators, device="cuda"), shard=0, shards=1,
                             output_dir=tmp_path / kind, leak_check_images=0)
-    assert audit["method"]["instances"] > 0
+    assert audit["method"]["syntheses"] > 0
 
 
 def test_twin_renderer_trees_pass_the_leak_check_and_name_their_generator(cityscapes, twins, tmp_path):
@@ -305,7 +336,7 @@ def test_twin_renderer_trees_pass_the_leak_check_and_name_their_generator(citysc
     settings = variant(region="face", method="realistic")
     audit = anonymize_shard(root=Path(twins["cityscapes"]["root"]), persons=persons, faces=faces, variant=settings,
                             method=build_realistic(settings, generators), shard=0, shards=1, output_dir=tmp_path / "face", leak_check_images=3)
-    assert audit["leak_check"]["passed"] and audit["method"]["instances"] > 0
+    assert audit["leak_check"]["passed"] and audit["method"]["syntheses"] > 0
 
 
 def test_without_a_gpu_the_generators_run_on_the_cpu_with_an_estimate(monkeypatch, caplog):
@@ -320,7 +351,19 @@ def test_without_a_gpu_the_generators_run_on_the_cpu_with_an_estimate(monkeypatc
     with caplog.at_level(logging.WARNING):
         generators, device = loading.prepare_generators(settings, {}, None, 1234, logging.getLogger("shard"))
     assert device == "cpu" and generators is standin
-    assert "has no GPU" in caplog.text and "s per person on this CPU" in caplog.text and "1234 persons" in caplog.text
+    assert "has no GPU" in caplog.text and "s per person (one synthesis) on this CPU" in caplog.text and "1234 persons" in caplog.text
+
+
+@pytest.mark.parametrize("per_person, persons, expected", [
+    (7.5, 8, "about 7.5 s per person (one synthesis) on this CPU: ~60 s for the 8 persons of this shard"),  # printed "~0.0 h" before
+    (0.043, 3, "about 0.04 s per person (one synthesis) on this CPU: ~0.13 s for the 3 persons"),
+    (7.5, 300, "~38 min for the 300 persons"),
+    (25.0, 2000, "about 25 s per person (one synthesis) on this CPU: ~13.9 h for the 2000 persons"),
+])
+def test_the_cpu_estimate_reads_in_a_unit_that_shows_it(per_person, persons, expected):
+    from anonymization_impact.realistic.loading import cpu_estimate
+
+    assert expected in cpu_estimate(per_person, persons)
 
 
 def test_keypoint_documents_must_belong_to_the_persons(cityscapes):

@@ -14,7 +14,7 @@ from PIL import Image, JpegImagePlugin
 from scipy import ndimage
 
 from anonymization_impact.annotations import normalize_split
-from anonymization_impact.audit import audit_markdown, tree_audit
+from anonymization_impact.audit import NOTHING_CHECKED, audit_markdown, leak_check_summary, tree_audit
 from anonymization_impact.config import validate_config
 from anonymization_impact.errors import DatasetError, WorkflowInputError
 from anonymization_impact.io import decode_image, write_json_atomic
@@ -23,6 +23,8 @@ from anonymization_impact.methods import Blur, MaskOut, build_method
 from anonymization_impact.regions import build_face_regions
 from anonymization_impact.trees import (
     REASON_TOO_SMALL,
+    SEES_REGION_REASON,
+    VISIBLE_PENDING_REASON,
     LeakCheckError,
     Target,
     anonymize_pixels,
@@ -409,7 +411,31 @@ def test_blur_audit_says_obfuscated_not_removed(twins, tmp_path):
     audits, _ = _make_tree(twins, "cityscapes", {"region": "body", "method": "blur"}, 1, tmp_path / "t")
     audit = tree_audit("cityscapes", "body-blur", variant(region="body", method="blur"), audits, documents["excluded"], None)
     assert "obfuscated" in audit["statement"] and "not removed" in audit["statement"]
-    assert not audit["leak_check"]["applies"]
+    # not applicable is never "passed" (it read passed: true); the audit says why instead
+    assert audit["leak_check"] == {"applies": False, "images_checked": 0, "passed": None, "not_applicable_because": SEES_REGION_REASON}
+    assert f"- Leak check: not applicable: {SEES_REGION_REASON}." in audit_markdown(audit)
+
+
+def test_the_leak_check_summary_passes_only_where_every_applying_shard_passed():
+    checked = {"applies": True, "images_checked": ["a.png"], "passed": True}
+    assert leak_check_summary([checked, {**checked, "images_checked": []}]) == {"applies": True, "images_checked": 1, "passed": True}
+    assert leak_check_summary([checked, {**checked, "passed": False}])["passed"] is False
+    hidden = {"applies": False, "images_checked": [], "passed": None, "not_applicable_because": VISIBLE_PENDING_REASON}
+    assert leak_check_summary([hidden, hidden]) == {"applies": False, "images_checked": 0, "passed": None, "not_applicable_because": VISIBLE_PENDING_REASON}
+    unchecked = {"applies": True, "images_checked": [], "passed": None}  # leak_check_images 0: nothing was checked
+    assert leak_check_summary([unchecked]) == {"applies": True, "images_checked": 0, "passed": None, "not_checked_because": NOTHING_CHECKED}
+    assert leak_check_summary([checked, unchecked])["passed"] is True
+
+
+def test_a_shard_whose_leak_check_ran_on_no_image_does_not_say_passed(twins, tmp_path):
+    root = twins["cityscapes"]["root"]
+    documents = normalize_split("cityscapes", root, "train")
+    settings = variant(region="body", method="maskout")
+    audit = anonymize_shard(root=root, persons=documents["persons"], faces=None, variant=settings, method=build_method(settings),
+                            shard=0, shards=1, output_dir=tmp_path / "out", leak_check_images=0)
+    assert audit["leak_check"] == {"applies": True, "images_checked": [], "passed": None}  # it read passed: true
+    tree = tree_audit("cityscapes", "body-maskout", settings, [audit], documents["excluded"], None)
+    assert "- Leak check: applies, but not run: no image was re-anonymized" in audit_markdown(tree)
 
 
 def test_realistic_variants_need_their_generators():

@@ -49,18 +49,37 @@ def _statement(variant: Variant) -> str:
 
 
 def _generator_summary(shard_audits: list[dict]) -> dict | None:
-    """Which generator made the pixels and, for HM-LO, how the optimization went."""
+    """Which generator made the pixels, how many crops it synthesized (an HR face twice) and, for
+    HM-LO, how the optimization went."""
     summaries = [audit["method"] for audit in shard_audits if "method" in audit]
     if not summaries:
         return None
-    summary = {"generator": sorted({s["generator"] for s in summaries}), "instances": sum(s["instances"] for s in summaries),
+    summary = {"generator": sorted({s["generator"] for s in summaries}), "syntheses": sum(s["syntheses"] for s in summaries),
                "truncation": summaries[0]["truncation"], "postprocess": summaries[0]["postprocess"]}
     optimized = [s for s in summaries if "hmlo" in s]
-    if optimized:
-        instances = sum(s["instances"] for s in optimized)
+    if optimized:  # bodies only: one synthesis per person
+        instances = sum(s["syntheses"] for s in optimized)
         summary["hmlo"] = {"below_threshold": sum(s["hmlo"]["below_threshold"] for s in optimized), "instances": instances,
                            "max_steps": max(s["hmlo"]["max_steps"] for s in optimized),
-                           "mean_steps": sum(s["hmlo"]["mean_steps"] * s["instances"] for s in optimized) / instances}
+                           "mean_steps": sum(s["hmlo"]["mean_steps"] * s["syntheses"] for s in optimized) / instances}
+    return summary
+
+
+NOTHING_CHECKED = "no image was re-anonymized (anonymization.leak_check_images is 0, or no image had a region)"
+
+
+def leak_check_summary(leak_checks: list[dict]) -> dict:
+    """The shards' leak checks in one: passed (True / False) only where the check applies and images
+    were checked; otherwise ``passed`` is None and the reason is given (never "passed" unchecked)."""
+    applies = any(check["applies"] for check in leak_checks)
+    checked = [check for check in leak_checks if check["applies"] and check["images_checked"]]
+    summary = {"applies": applies, "images_checked": sum(len(check["images_checked"]) for check in leak_checks),
+               "passed": all(check["passed"] for check in checked) if checked else None}
+    if applies and not checked:
+        summary["not_checked_because"] = NOTHING_CHECKED
+    if not applies:
+        reasons = sorted({check["not_applicable_because"] for check in leak_checks if "not_applicable_because" in check})
+        summary["not_applicable_because"] = reasons[0] if reasons else "the method transforms the original pixels"  # shards audited before reasons were recorded
     return summary
 
 
@@ -68,7 +87,8 @@ def tree_audit(dataset: str, variant_name: str, variant: dict, shard_audits: lis
                tree: dict | None = None) -> dict:
     """The audit of one tree; ``tree``: ``trees.assemble_tree``'s counts (how the untouched images were placed)."""
     images = [record for audit in shard_audits for record in audit["images"]]
-    anonymized = sum(len(record["anonymized"]) for record in images)
+    anonymized = sum(len(record["anonymized"]) for record in images)  # each face once, HR faces too
+    refined = sum(len(record.get("refined_at_256", [])) for record in images)
     not_anonymized = Counter(excluded["counts"]["excluded_by_reason"])
     not_anonymized.update(item["reason"] for record in images for item in record["skipped"])
     leak_checks = [audit["leak_check"] for audit in shard_audits]
@@ -90,20 +110,15 @@ def tree_audit(dataset: str, variant_name: str, variant: dict, shard_audits: lis
             "anonymized": anonymized,
             "not_anonymized_by_reason": dict(sorted(not_anonymized.items())),
         },
-        "leak_check": {
-            "applies": any(check["applies"] for check in leak_checks),
-            "images_checked": sum(len(check["images_checked"]) for check in leak_checks),
-            "passed": all(check["passed"] for check in leak_checks if check["applies"]),
-        },
+        "leak_check": leak_check_summary(leak_checks),
         "shards": len(shard_audits),
         "per_image": sorted(images, key=lambda record: record["image"]),
     }
+    if refined:
+        audit["instances"]["refined_at_256"] = refined
     generator = _generator_summary(shard_audits)
     if generator is not None:
         audit["generator"] = generator
-    reasons = {check["not_applicable_because"] for check in leak_checks if "not_applicable_because" in check}
-    if reasons:
-        audit["leak_check"]["not_applicable_because"] = sorted(reasons)[0]
     if faces is not None:
         audit["face_detection"] = {key: faces[key] for key in ("confidence", "min_match_iou", "counts")}
     if tree is not None:
@@ -120,7 +135,8 @@ def audit_markdown(audit: dict) -> str:
         f"- Region: {audit['region']}; method: {audit['method']}. {audit['statement']}",
         f"- Images: {images['total']} in the training split, {images['anonymized']} changed, {images['unchanged']} unchanged"
         + (f" ({UNTOUCHED_PLACED[audit['metadata']['untouched_images']]})." if "metadata" in audit else "."),
-        f"- {instances['unit'].capitalize()} anonymized: {instances['anonymized']}.",
+        f"- {instances['unit'].capitalize()} anonymized: {instances['anonymized']}"
+        + (f" ({instances['refined_at_256']} of them refined at 256x256 in a second pass)." if instances.get("refined_at_256") else "."),
         "- Not anonymized:" if instances["not_anonymized_by_reason"] else "- Not anonymized: none.",
     ]
     lines += [f"  - {count} × {reason}" for reason, count in instances["not_anonymized_by_reason"].items()]
@@ -135,11 +151,11 @@ def audit_markdown(audit: dict) -> str:
     if clipped is not None:
         farthest = audit["face_detection"]["counts"]["clipped_max_outside_px"]
         lines.append(f"- Face boxes clipped to the image border: {clipped}" + (f" (the farthest reached {farthest:g} px outside)." if clipped else "."))
-    if leak["applies"]:
+    if leak["applies"] and leak["passed"] is None:
+        lines.append(f"- Leak check: applies, but not run: {leak['not_checked_because']}.")
+    elif leak["applies"]:
         lines.append(f"- Leak check: {leak['images_checked']} images re-anonymized with the region pixels replaced by noise; output identical: {'yes' if leak['passed'] else 'NO'}.")
-    elif "not_applicable_because" in leak:
-        lines.append(f"- Leak check: not applicable: {leak['not_applicable_because']}.")
     else:
-        lines.append("- Leak check: not applicable (the method transforms the original pixels).")
+        lines.append(f"- Leak check: not applicable: {leak['not_applicable_because']}.")
     lines.append(f"- Metadata: anonymized images are {ANONYMIZED_METADATA}." + (f" {audit['metadata']['statement']}" if "metadata" in audit else ""))
     return "\n".join(lines) + "\n"

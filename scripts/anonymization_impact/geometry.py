@@ -43,9 +43,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-# Pillow < 9.1 (the DeepPrivacy2 env's 8.4, where the realistic shards run) has no Image.Resampling
-BICUBIC = getattr(Image, "Resampling", Image).BICUBIC
-
 BODY_SIZE = (288, 160)
 FACE_SIZE = (128, 128)
 HR_FACE_SIZE = (256, 256)  # FDF256, the "HR faces" pass
@@ -230,6 +227,10 @@ def _resize_nearest(array: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     rows = _nearest_source(array.shape[0], out_h)
     cols = _nearest_source(array.shape[1], out_w)
     return array[rows[:, None], cols[None, :]]
+
+
+# Pillow's enum since 9.1; envs/deepprivacy2.yaml runs this module with Pillow 8.4 (dp2's pins), which has the constant only
+BICUBIC = getattr(Image, "Resampling", Image).BICUBIC
 
 
 def _resize_bicubic(array: np.ndarray, out_h: int, out_w: int) -> np.ndarray:

@@ -314,12 +314,16 @@ def generator_weights(config: dict, dataset: str, variant: str) -> dict[str, str
 
 
 def generator_settings(config: dict, dataset: str, variant: str) -> dict:
-    """What the shard script needs to build the generators of a realistic variant."""
+    """What the shard script needs to build the generators of a realistic variant; on a real
+    dataset "md5" holds each role's checksum from its `weights` entry, which the loader demands of
+    the file (the paper's for the default entries; another file only through an entry of its own)."""
     synthetic = config["datasets"][dataset]["synthetic"]
+    names = generator_weights(config, dataset, variant)
     return {
         "kind": config["realistic"]["synthetic_generator"] if synthetic else "deepprivacy2",
         "roles": list(Variant.of(config, variant).generator_roles),
         "names": config["realistic"]["weights"],
+        "md5": {role: config["weights"].get(name, {}).get("md5") for role, name in names.items()},
         "device": config["realistic"]["device"],
         "standin_seed": config["realistic"]["standin_seed"],
     }

@@ -31,6 +31,7 @@ REASON_TOO_SMALL = "too small (expanded box below min_size x min_size)"
 REASON_NO_FACE = "no matched face detection"
 VISIBLE_PENDING_REASON = ("anonymization.pending_regions is 'visible' (as deep_privacy2): the persons still to be "
                           "anonymized in an image are shown to the generator as they were")
+SEES_REGION_REASON = "the method transforms the original pixels of the region (blur): its output depends on them by design"
 HISTOGRAM_REASON = ("HM / HM-LO adjust the synthesized person to the colour histogram of the original crop, "
                     "region included (paper Sec. 3.4); the generator's own input is zero inside the region")
 SNAKEMAKE_MARKER = ".snakemake_timestamp"  # Snakemake's mtime file in directory outputs (twins, shards)
@@ -221,7 +222,9 @@ def anonymize_shard(
     records, oriented = [], 0
     leak_check = {"applies": not method.sees_region and not getattr(method, "uses_region_histogram", False),
                   "images_checked": [], "passed": None}
-    if getattr(method, "uses_region_histogram", False):
+    if method.sees_region:
+        leak_check["not_applicable_because"] = SEES_REGION_REASON
+    elif getattr(method, "uses_region_histogram", False):
         leak_check["not_applicable_because"] = HISTOGRAM_REASON
     elif leak_check["applies"] and not hide_pending and getattr(method, "fill_value", None) is None:
         leak_check.update(applies=False, not_applicable_because=VISIBLE_PENDING_REASON)
@@ -229,7 +232,7 @@ def anonymize_shard(
         annotations = by_image.get(image["id"], [])
         image_faces = None if faces is None else faces["images"].get(image["file_name"], [])
         targets, skipped = plan_targets(variant["region"], image, annotations, image_faces, variant["min_size"], variant.get("hr_faces", False))
-        records.append({"image": image["file_name"], "anonymized": [t.instance_id for t in targets], "skipped": skipped})
+        records.append(image_record(image["file_name"], targets, skipped))
         if not targets:
             continue
         path = Path(root) / image["file_name"]
@@ -243,13 +246,23 @@ def anonymize_shard(
         if leak_check["applies"] and len(leak_check["images_checked"]) < leak_check_images:
             check_no_leak(pixels, targets, method, variant["seed"], image["file_name"], result, hide_pending)
             leak_check["images_checked"].append(image["file_name"])
-    if leak_check["applies"]:
-        leak_check["passed"] = True
+    if leak_check["applies"]:  # passed only where an image was re-anonymized (leak_check_images may be 0)
+        leak_check["passed"] = True if leak_check["images_checked"] else None
     records.sort(key=lambda record: record["image"])
     audit = {"shard": shard, "shards": shards, "images": records, "exif_oriented_images": oriented, "leak_check": leak_check}
     if hasattr(method, "summary"):
         audit["method"] = method.summary()
     return audit
+
+
+def image_record(file_name: str, targets: list[Target], skipped: list[dict]) -> dict:
+    """The audit's entry of one image: the instances anonymized, each once (an HR face is one
+    face anonymized in two passes: listed again under ``refined_at_256``), and those skipped."""
+    record = {"image": file_name, "anonymized": [t.instance_id for t in targets if not t.stream], "skipped": skipped}
+    refined = [t.instance_id for t in targets if t.stream]
+    if refined:
+        record["refined_at_256"] = refined
+    return record
 
 
 def check_no_leak(pixels, targets, method, seed, file_name, expected, hide_pending: bool = True) -> None:

@@ -188,8 +188,12 @@ def generator_batch(region: str, inputs: CropTensors, joint_map_transform: Joint
     raise ValueError(f"unknown region {region!r}; expected 'face' or 'body'")
 
 
-def generator_label(spec: PinnedGenerator) -> str:
-    return f"DeepPrivacy2 {spec.display} (md5 {spec.md5[:6]}…)"
+def generator_label(spec: PinnedGenerator, md5: str | None = None, weights_name: str | None = None) -> str:
+    """What made the pixels: the paper's checkpoint, or (``md5`` another file's) dp2's architecture
+    with weights that are not the paper's, named by their `weights` entry."""
+    if md5 is None or md5 == spec.md5:
+        return f"DeepPrivacy2 {spec.display} (md5 {spec.md5[:6]}…)"
+    return f"DeepPrivacy2 {spec.display} architecture with weights '{weights_name or 'unnamed'}' (md5 {md5[:6]}…; not the paper's weights)"
 
 
 def pinned(name: str) -> PinnedGenerator:
@@ -210,13 +214,13 @@ class DeepPrivacy2Generator:
     clamped (``generator.to_pixels`` clamps), so HM-LO's gradients reach ``w`` everywhere."""
 
     def __init__(self, module: torch.nn.Module, spec: PinnedGenerator | str,
-                 joint_map_transform: JointMapTransform | None = None):
+                 joint_map_transform: JointMapTransform | None = None, label: str | None = None):
         self.spec = pinned(spec) if isinstance(spec, str) else spec
         if self.spec.region == "body" and joint_map_transform is None:
             raise ValueError(f"{self.spec.name}: a body generator needs a joint map transform (dp2's InsertJointMap)")
         self.module = module
         self.joint_map_transform = joint_map_transform
-        self.label = generator_label(self.spec)
+        self.label = label or generator_label(self.spec)
         self.region = self.spec.region
         self.size = tuple(self.spec.size)
         self.z_dim = int(module.style_net.z_dim)
@@ -329,26 +333,32 @@ def _torch_load(path: Path) -> dict:
 
 
 def load_generator(name: str, checkpoint_path: str | Path, device: str | torch.device = "cpu", *,
-                   dp2_root: str | Path | None = None, check_md5: bool = True) -> DeepPrivacy2Generator:
+                   dp2_root: str | Path | None = None, md5: str | None = None, weights_name: str | None = None) -> DeepPrivacy2Generator:
     """Build the pinned generator ``name`` with dp2's own config and code, load the local
-    checkpoint (downloaded and md5-checked by the workflow; ``check_md5`` checks it again here,
-    so the label's md5 is the file's) with dp2's ``load_generator_state``, eval mode, no
-    parameter gradients (HM-LO differentiates with respect to w only), on ``device``.
+    checkpoint with dp2's ``load_generator_state``, eval mode, no parameter gradients (HM-LO
+    differentiates with respect to w only), on ``device``.
+
+    The checkpoint's md5 is always checked here (the workflow's download checked it too, so the
+    label's md5 is the file's): against ``md5``, the checksum of its `weights` entry
+    ``weights_name``, or the paper's pinned md5 when None. A file that is not the paper's loads
+    only through an entry of its own (path and md5), and its label says so.
 
     Raises ``WorkflowInputError`` when dp2 cannot be imported (the message names
     ``envs/deepprivacy2.yaml`` and the rule ``anonymize_shard``), when no config checkout is
-    found (see the module docstring: ``dp2_root`` / ``DP2_ROOT``), or when the checkpoint or the
-    config does not match the pinned md5."""
+    found (see the module docstring: ``dp2_root`` / ``DP2_ROOT``), when the checkpoint does not
+    have the expected md5, or when the config does not pin the paper's md5 (another commit)."""
     spec = pinned(name)
     root = _root_from_arguments(dp2_root)
     dp2 = _import_dp2(root)
     checkpoint = Path(checkpoint_path)
     if not checkpoint.is_file():
         raise WorkflowInputError(f"the {spec.display} checkpoint {checkpoint} does not exist; it is downloaded from {spec.url}")
-    if check_md5:
-        found = file_digest(checkpoint, "md5")
-        if found != spec.md5:
-            raise WorkflowInputError(f"the {spec.display} checkpoint {checkpoint} has md5 {found}, expected {spec.md5}: download it again from {spec.url}")
+    expected = md5 or spec.md5
+    found = file_digest(checkpoint, "md5")
+    if found != expected:
+        named = f"weights entry '{weights_name}'" if weights_name else "the paper's pinned md5"
+        advice = f"download it again from {spec.url}" if expected == spec.md5 else "it is not the file that entry names"
+        raise WorkflowInputError(f"the {spec.display} checkpoint {checkpoint} has md5 {found}, expected {expected} ({named}): {advice}")
     config_file = resolve_config(spec, root, dp2.package)
     cfg = dp2.load_config(str(config_file))
     if str(cfg.common.get("model_md5sum")) != spec.md5:
@@ -367,4 +377,4 @@ def load_generator(name: str, checkpoint_path: str | Path, device: str | torch.d
     module.imsize = tuple(cfg.data.imsize)
     module.eval().requires_grad_(False).to(device)
     joint_map = dp2.InsertJointMap(imsize=tuple(cfg.data.imsize)) if spec.region == "body" else None
-    return DeepPrivacy2Generator(module, spec, joint_map)
+    return DeepPrivacy2Generator(module, spec, joint_map, label=generator_label(spec, expected, weights_name))

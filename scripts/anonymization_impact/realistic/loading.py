@@ -32,8 +32,9 @@ def resolve_device(requested: str, log: logging.Logger) -> str:
 
 def load_generators(settings: dict, weights: dict[str, str], device: str,
                     dp2_root: str | None = None) -> dict[tuple[int, int], Generator]:
-    """Generators keyed by crop size, for the roles in ``settings`` (``get_generator_settings``);
-    DeepPrivacy2's need ``weights`` (role -> checkpoint file) and its checkout ``dp2_root``."""
+    """Generators keyed by crop size, for the roles in ``settings`` (``plan.generator_settings``);
+    DeepPrivacy2's need ``weights`` (role -> checkpoint file, md5-checked against the role's
+    `weights` entry: ``settings["md5"]``) and its checkout ``dp2_root``."""
     kind, generators = settings["kind"], {}
     for role in settings["roles"]:
         size = ROLE_SIZES[role]
@@ -44,7 +45,8 @@ def load_generators(settings: dict, weights: dict[str, str], device: str,
         elif kind == "deepprivacy2":
             from .deepprivacy2 import load_generator
 
-            generators[size] = load_generator(DEEPPRIVACY2_GENERATORS[role], weights[role], device, dp2_root=dp2_root)
+            generators[size] = load_generator(DEEPPRIVACY2_GENERATORS[role], weights[role], device, dp2_root=dp2_root,
+                                              md5=settings.get("md5", {}).get(role), weights_name=settings["names"][role])
         else:
             raise WorkflowInputError(
                 f"no generator for realistic anonymization ({kind!r}): a twin needs realistic.synthetic_generator"
@@ -69,13 +71,27 @@ def seconds_per_instance(generators: dict[tuple[int, int], Generator], device: s
     return (time.perf_counter() - start) / repeats
 
 
+def duration_text(seconds: float) -> str:
+    """A duration a person reads at a glance: seconds (two significant digits below 10 s) up to two
+    minutes, then minutes up to two hours, then hours; never a rounded-away "0.0 h"."""
+    if seconds < 120:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s" if seconds >= 1 else f"{seconds:.2f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cpu_estimate(seconds_per_person: float, persons: int) -> str:
+    """The warning of a CPU run: the measured time of one person and what the shard will take."""
+    return (f"about {duration_text(seconds_per_person)} per person (one synthesis) on this CPU: "
+            f"~{duration_text(seconds_per_person * persons)} for the {persons} persons of this shard, more with HM-LO's passes")
+
+
 def prepare_generators(settings: dict, weights: dict[str, str], dp2_root: str | None, persons_in_shard: int,
                        log: logging.Logger) -> tuple[dict[tuple[int, int], Generator], str]:
     """Generators and device of one shard job; on a CPU, DeepPrivacy2 runs with a measured estimate."""
     device = resolve_device(settings["device"], log)
     generators = load_generators(settings, weights, device, dp2_root)
     if device == "cpu" and settings["kind"] == "deepprivacy2":
-        seconds = seconds_per_instance(generators, device)
-        log.warning("about %.2f s per person on this CPU: ~%.1f h for the %d persons of this shard",
-                    seconds, seconds * persons_in_shard / 3600, persons_in_shard)
+        log.warning("%s", cpu_estimate(seconds_per_instance(generators, device), persons_in_shard))
     return generators, device

@@ -44,7 +44,7 @@ class Realistic:
     name: str = "realistic"
     sees_region: bool = False
     space: str = "crop"
-    statistics: dict = field(default_factory=lambda: {"instances": 0, "hmlo_steps": [], "hmlo_final_loss": []})
+    statistics: dict = field(default_factory=lambda: {"syntheses": 0, "hmlo_steps": [], "hmlo_final_loss": []})
 
     @property
     def uses_region_histogram(self) -> bool:
@@ -68,7 +68,7 @@ class Realistic:
         inputs = crop_tensors(crop, geometry.known, geometry.person, crop_keypoints(keypoints, geometry.box), self.device)
         w = initial_w(generator, settings.truncation, settings.truncation_value, rng).to(self.device)
         seed_torch_noise(rng)
-        self.statistics["instances"] += 1
+        self.statistics["syntheses"] += 1
         if settings.postprocess == "hmlo":
             reference = torch.from_numpy(np.ascontiguousarray(original, dtype=np.float32)).permute(2, 0, 1)[None] / 255
             result = optimize_latent(generator, inputs, reference.to(self.device), w, max_steps=settings.hmlo_steps,
@@ -89,7 +89,7 @@ class Realistic:
     def summary(self) -> dict:
         """What the shard audit records about this method's work."""
         steps, losses = self.statistics["hmlo_steps"], self.statistics["hmlo_final_loss"]
-        summary = {"generator": self.label, "instances": self.statistics["instances"],
+        summary = {"generator": self.label, "syntheses": self.statistics["syntheses"],
                    "truncation": self.settings.truncation, "postprocess": self.settings.postprocess}
         if steps:
             summary["hmlo"] = {"mean_steps": float(np.mean(steps)), "max_steps": int(max(steps)),
