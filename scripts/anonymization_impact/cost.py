@@ -92,8 +92,9 @@ REFERENCES = {
     "twin.train.mask_rcnn.resnet18": Reference(0.13, "CPU s / iteration", "between ResNet-10's and ResNet-34's (not measured)"),
     "twin.train.mask_rcnn.resnet34": Reference(0.15, "CPU s / iteration", "docs/training.md, perf/benchmark_training.py"),
     "twin.train.keypoint_rcnn": Reference(0.09 / 0.11, "x Mask R-CNN", "docs/training.md: Keypoint R-CNN ResNet-10 0.09 s / iteration"),
-    "twin.train.job_overhead": Reference(12, "CPU s / job", "calibrated on the demo's 132 runs (6,121 s) and a measured twin run: starting Python and PyTorch"),
-    "twin.pretrain": Reference(1.3, "x a run's iteration", "calibrated on the demo (pretraining trains every stage)"),
+    "twin.train.job_overhead": Reference(5, "CPU s / job", "measured here: a pretraining job of 4 iterations took 4.6 s of CPU (starting Python and PyTorch, reading the twin)"),
+    "twin.two_jobs": Reference(1.2, "x one job alone", "calibrated on the demo, two jobs at once on the 2 cores: its 132 runs took 6,121 s, 1.2x what the single-job speeds give"),
+    "twin.pretrain": Reference(1.1, "x a run's iteration", "calibrated on the demo's 427 s for the twins and the pretraining (pretraining trains every stage)"),
     "twin.predict.job_overhead": Reference(4, "CPU s / job", "calibrated on the demo: 685 s for 132 predictions of 32 images"),
     "twin.predict.image": Reference(0.03, "CPU s / image", "calibrated on the demo"),
     "twin.evaluate": Reference(0.6, "CPU s / job", "the demo: 81 s for 132 evaluations"),
@@ -106,7 +107,7 @@ REFERENCES = {
     "twin.persons.bdd100k": Reference(144 / 96, "persons / training image", "the BDD100K twin at seed 0"),
     "twin.faces": Reference(355 / 554, "faces / person", "the twins at seed 0: 355 visible faces of 554 persons"),
 }
-# tree / regions / training / prediction / evaluation: a stage waits for the one before
+# each stage's jobs wait for the stage before (the DAG's order, coarsely)
 STAGES = ("regions", "trees", "training", "prediction", "evaluation")
 STAGE_OF = {"detect_faces": 0, "detect_keypoints": 0, "pretrain_backbone": 0, "anonymize_shard": 1, "anonymize_shard_realistic": 1,
             "train_model": 2, "predict": 3, "evaluate": 4}
@@ -266,31 +267,30 @@ def _zoo(prefix: str, architecture: str, dataset: str) -> float:
     return reference(f"{prefix}.{dataset}.{architecture}" if f"{prefix}.{dataset}.{architecture}" in REFERENCES else f"{prefix}.coco.{architecture}")
 
 
-def _twin_iteration(config: dict, dataset: str, architecture: str, backbone: str, schedule: dict) -> float:
-    """CPU seconds of one iteration of the twins' schedule: the measured 256 px, batch 2 speed,
-    scaled by the schedule's pixels and batch."""
+def _twin_iteration(architecture: str, backbone: str, schedule: dict) -> float:
+    """CPU seconds of one iteration of the twins' schedule: the measured 256 px, batch 2 speed of a
+    job alone, scaled by the schedule's pixels and batch, and slowed by a second job at once."""
     name = f"twin.train.mask_rcnn.{backbone}"
     seconds = reference(name if name in REFERENCES else "twin.train.mask_rcnn.resnet34")
     if architecture == "keypoint_rcnn":
         seconds *= reference("twin.train.keypoint_rcnn")
     side = max(schedule["image_min_size"]) if isinstance(schedule["image_min_size"], list) else schedule["image_min_size"]
-    return seconds * schedule["batch_size"] / 2 * (side / 256) ** 2
+    return seconds * schedule["batch_size"] / 2 * (side / 256) ** 2 * reference("twin.two_jobs")
 
 
 def reference_seconds(config: dict, counts: dict[str, DatasetCounts], rule: str, dataset: str | None = None, model: str | None = None,
                       variant: str | None = None, backbone: str | None = None) -> float:
     """Expected wall-clock seconds of one job of ``rule`` from the reference numbers."""
     if rule == "pretrain_backbone":
-        settings = plan.pretraining_job_settings(config, backbone)
-        return reference("twin.train.job_overhead") + settings["schedule"]["iterations"] * reference("twin.pretrain") * _twin_iteration(
-            config, "coco", "mask_rcnn", backbone, settings["schedule"])
+        schedule = plan.pretraining_job_settings(config, backbone)["schedule"]
+        return reference("twin.train.job_overhead") + schedule["iterations"] * reference("twin.pretrain") * _twin_iteration("mask_rcnn", backbone, schedule)
     synthetic, count = config["datasets"][dataset]["synthetic"], counts[dataset]
     speed = 1.0 if synthetic else gpu_speed(config)
     architecture = model and config["models"][model]["architecture"]
     if rule == "train_model":
         schedule, depth = plan.schedule(config, dataset), plan.backbone(config, dataset, model)
         if synthetic:
-            return reference("twin.train.job_overhead") + schedule["iterations"] * _twin_iteration(config, dataset, architecture, depth, schedule)
+            return reference("twin.train.job_overhead") + schedule["iterations"] * _twin_iteration(architecture, depth, schedule)
         images = schedule["iterations"] * schedule["batch_size"]
         return reference("train.job_overhead") + images * _zoo("train", architecture, dataset) * depth_factor(architecture, depth) / speed
     if rule == "predict":
