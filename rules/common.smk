@@ -352,7 +352,7 @@ def get_task(wildcards):
 # ------------------------------------------------------------------------------ resources
 # The SLURM runtime of every GPU job comes from the cost model: its expected time on
 # cluster.gpu_model (or the median of matching benchmarks of earlier runs here) with the
-# margin of cluster.runtime_margin (anonymization_impact.cost).
+# margin of cluster.runtime_margin; `python -m tools.cost_plan` prints them all.
 COST_CONTEXT = cost.Context.of(config, Path.cwd())
 
 

@@ -1,9 +1,10 @@
 """The cost model: the paper's GPU-hours against the model zoos, the SLURM runtimes the rules
-request, measured benchmarks of earlier runs."""
+request, measured benchmarks of earlier runs, and the twins' plan against a measured twin run."""
 
 from __future__ import annotations
 
 import copy
+import csv
 import re
 import shutil
 
@@ -13,7 +14,8 @@ import yaml
 from anonymization_impact import DATASETS, cost, plan
 from anonymization_impact.config import validate_config
 from anonymization_impact.io import write_json_atomic
-from conftest import REPO, real, run_snakemake
+from conftest import REPO, SMALL_TWINS, real, run_snakemake
+from tools import cost_plan
 
 # detectron2's MODEL_ZOO.md (8 V100s, total batch 16 for COCO, 8 for Cityscapes): seconds per iteration
 ZOO_KEYPOINT_RCNN_R50_FPN_3X = 0.316  # COCO-Keypoints/keypoint_rcnn_R_50_FPN_3x, model 137849621
@@ -148,3 +150,69 @@ def test_the_paper_plan_in_the_dag_requests_the_models_runtimes(config, twins, t
         expected = cost.slurm_minutes(paper, cost.estimate(paper, context, rule, dataset="coco", **values).seconds)
         assert requested(rule, wildcards) == {str(expected)}, rule
     assert cost.slurm_minutes(paper, cost.estimate(paper, context, "detect_faces", dataset="coco").seconds) > paper["cluster"]["min_runtime_minutes"]
+
+
+def test_cost_plan_command_prints_the_paper_tables(config, tmp_path, capsys):
+    overlay = tmp_path / "paper.yaml"
+    overlay.write_text(yaml.safe_dump({"datasets": {d: {"synthetic": False, "root": f"/data/{d}"} for d in DATASETS}}))
+    assert cost_plan.main(["table3", "all", "--configfile", str(REPO / "config.yaml"), str(overlay), "--directory", str(tmp_path)]) == 0
+    output = capsys.readouterr().out
+    summary = cost.summarize(real(config), cost.Context.of(real(config)), "table3", 8)
+    assert f"| table3 | 24 | 7 (28) | 1 | {summary.gpu_hours:,.1f} |" in output
+    assert re.search(r"\| train_model \| coco/keypoint_rcnn_r50_fpn \| 24 \| a100 \| 3\.95 d \| reference \| 8,5\d\d min \(model\) \|", output)
+    assert "| anonymize_shard | coco/face-blur | 4 | cpu |" in output and "240 min (profile)" in output
+    assert cost_plan.main(["table9", "--configfile", str(REPO / "config.yaml")]) == 1
+    assert "no cost plan for target 'table9'" in capsys.readouterr().err
+
+
+def test_the_readme_shows_what_the_command_prints(config):
+    """README, "Cost plan": the command, and its tables for the paper's configuration and the twins."""
+    readme = (REPO / "README.md").read_text()
+    assert ".venv/bin/python -m tools.cost_plan" in readme
+    targets = cost_plan.default_targets(config)
+    for shown, parallel in ((real(config), 8), (config, 2)):
+        for row in cost_plan.target_table(shown, cost.Context.of(shown), targets, parallel):
+            assert row in readme, row
+
+
+def test_docs_list_every_reference_number():
+    page = (REPO / "docs" / "cost.md").read_text()
+    assert "\n".join(cost_plan.references_table()) in page, "docs/cost.md: paste `python -m tools.cost_plan --references`"
+
+
+# One short twin run, timed by Snakemake's benchmark files.
+MEASURED_RUN = {"synthetic": SMALL_TWINS, "training": {"synthetic": {"iterations": 60}}}
+TOLERANCE = 2.5
+
+
+def _cpu_seconds(path) -> float:
+    with open(path, newline="") as handle:
+        return float(next(csv.DictReader(handle, delimiter="\t"))["cpu_time"])
+
+
+def test_the_twins_plan_against_a_measured_twin_run(config, tmp_path):
+    """The model's seconds for the twins (numbers measured on this CPU) against a twin run made
+    now, within a factor of 2.5. It compares CPU time: the test machine's cores are shared, and
+    wall-clock time there varies with the load of other processes, not with the job."""
+    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(MEASURED_RUN))
+    target = "results/metrics/cityscapes/original/mask_rcnn_r50_fpn/seed0.json"
+    result = run_snakemake(tmp_path, "--cores", "2", target, "--configfile", str(REPO / "config.yaml"), str(tmp_path / "overlay.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    twins = copy.deepcopy(config)
+    for key, value in MEASURED_RUN.items():
+        twins[key] = {**twins[key], **value} if key != "training" else {**twins["training"], "synthetic": {**twins["training"]["synthetic"], **value["synthetic"]}}
+    twins = validate_config(twins)
+    context = cost.Context.of(twins, tmp_path)  # the run's persons.json and benchmarks
+    assert context.counts["cityscapes"].train_images == SMALL_TWINS["n_train"]
+    benchmarks = tmp_path / "benchmarks"
+    checks = {
+        "train_model": (benchmarks / "models/cityscapes/original/mask_rcnn_r50_fpn/seed0.tsv", {"dataset": "cityscapes", "model": "mask_rcnn_r50_fpn"}),
+        "predict": (benchmarks / "predictions/cityscapes/original/mask_rcnn_r50_fpn/seed0.tsv", {"dataset": "cityscapes", "model": "mask_rcnn_r50_fpn"}),
+        "pretrain_backbone": (benchmarks / "twins/pretrain_resnet10.tsv", {"backbone": "resnet10"}),
+    }
+    for rule, (path, wildcards) in checks.items():
+        predicted, measured = cost.reference_seconds(twins, context.counts, rule, **wildcards), _cpu_seconds(path)
+        assert 1 / TOLERANCE <= predicted / measured <= TOLERANCE, f"{rule}: the model says {predicted:.1f} s, the run took {measured:.1f} s of CPU"
+    # the run's own benchmark is what the model uses from now on
+    estimate = cost.estimate(twins, context, "train_model", dataset="cityscapes", model="mask_rcnn_r50_fpn")
+    assert estimate.basis == "measured: median of 1 benchmark"

@@ -8,7 +8,8 @@ crop). A real dataset's jobs are costed on ``cluster.gpu_model``; the twins' on 
 ``benchmarks/`` of earlier runs hold a job kind's measured times, their median replaces the
 reference estimate, if the runs that wrote them are the ones planned now (same schedule,
 backbone and backend for a run; the same image count and shard count for a tree); the estimate
-then says so. ``rules/`` ask ``slurm_minutes`` for the runtime of their GPU jobs.
+then says so. ``rules/`` ask ``slurm_minutes`` for the runtime of their GPU jobs, and
+``tools/cost_plan.py`` prints the plan of any target.
 """
 
 from __future__ import annotations
