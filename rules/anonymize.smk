@@ -41,6 +41,8 @@ use rule anonymize_shard as anonymize_shard_realistic with:
         "../envs/deepprivacy2.yaml"
     envmodules:
         env_module("deepprivacy2"),
+    resources:
+        runtime=get_runtime("anonymize_shard_realistic"),
 
 
 rule download_deepprivacy2:

@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from anonymization_impact import DATASETS, KEYPOINT_ANNOTATED_DATASETS, SPLITS, TASKS
-from anonymization_impact import plan
+from anonymization_impact import cost, plan
 from snakemake.utils import update_config
 
 from anonymization_impact.config import (
@@ -347,6 +347,23 @@ def get_weights_entry(wildcards):
 
 def get_task(wildcards):
     return TASKS[config["models"][wildcards.model]["architecture"]]
+
+
+# ------------------------------------------------------------------------------ resources
+# The SLURM runtime of every GPU job comes from the cost model: its expected time on
+# cluster.gpu_model (or the median of matching benchmarks of earlier runs here) with the
+# margin of cluster.runtime_margin; `python -m tools.cost_plan` prints them all.
+COST_CONTEXT = cost.Context.of(config, Path.cwd())
+
+
+def get_runtime(rule):
+    """Resources function: the SLURM runtime in minutes of a job of `rule`, more on a retry."""
+
+    def runtime(wildcards, attempt):
+        expected = cost.estimate(config, COST_CONTEXT, rule, **dict(wildcards.items()))
+        return cost.slurm_minutes(config, expected.seconds, attempt)
+
+    return runtime
 
 
 # ------------------------------------------------------------------------------ results

@@ -38,6 +38,8 @@ rule detect_faces:
         "../envs/detectors.yaml"
     envmodules:
         env_module("detectors"),
+    resources:
+        runtime=get_runtime("detect_faces"),
     params:
         job=command_job(
             root=get_dataset_root,
@@ -68,6 +70,8 @@ rule detect_keypoints:
         "../envs/detectors.yaml"
     envmodules:
         env_module("detectors"),
+    resources:
+        runtime=get_runtime("detect_keypoints"),
     params:
         job=command_job(
             root=get_dataset_root,

@@ -32,7 +32,7 @@ rule train_model:
         get_training_env
     threads: config["training"]["threads"]
     resources:
-        runtime=run_answer(plan.training_runtime_minutes),
+        runtime=get_runtime("train_model"),
     params:
         backend=run_answer(plan.training_backend),
         env_module=get_training_env_module,
@@ -61,6 +61,8 @@ rule predict:
     conda:
         get_training_env
     threads: config["training"]["threads"]
+    resources:
+        runtime=get_runtime("predict"),
     params:
         env_module=get_training_env_module,
         job=command_job(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import struct
@@ -19,6 +20,15 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 SMALL = {"n_train": 10, "n_val": 8, "seed": 3}
 # the `synthetic` config of workflow tests: small twins, a few pretraining iterations
 SMALL_TWINS = {**SMALL, "pretraining": {"images": 8, "iterations": 4}}
+
+
+def real(config: dict, *datasets: str) -> dict:
+    """A copy of a validated config with ``datasets`` (default all) real, rooted at /data/<dataset>:
+    the paper's configuration, for what needs no data (plans, costs)."""
+    changed = copy.deepcopy(config)
+    for dataset in datasets or DATASETS:
+        changed["datasets"][dataset].update(synthetic=False, root=f"/data/{dataset}")
+    return changed
 
 
 @pytest.fixture(scope="session")

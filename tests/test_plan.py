@@ -10,7 +10,7 @@ import yaml
 from anonymization_impact import plan
 from anonymization_impact.config import validate_config
 from anonymization_impact.errors import WorkflowInputError
-from conftest import REPO
+from conftest import REPO, real
 
 PRETRAINED = "resources/twins/pretraining/{backbone}.pth"
 
@@ -19,13 +19,6 @@ PRETRAINED = "resources/twins/pretraining/{backbone}.pth"
 def config():
     with open(REPO / "config.yaml") as handle:
         return validate_config(yaml.safe_load(handle))
-
-
-def real(config: dict, *datasets: str) -> dict:
-    changed = copy.deepcopy(config)
-    for dataset in datasets:
-        changed["datasets"][dataset].update(synthetic=False, root=f"/data/{dataset}")
-    return changed
 
 
 def test_run_sets_of_the_paper_study(config):
@@ -60,7 +53,6 @@ def test_training_job_settings(config):
     assert job["backend"] == "detectron2" and job["schedule"]["iterations"] == 24000
     assert job["init_weights"]["name"] == "mask_rcnn_r50_fpn_coco_detectron2"  # detectron2's Cityscapes config starts from COCO
     assert plan.training_env(paper, "bdd100k", "mask_rcnn_r50_fpn") == "envs/mmdetection.yaml"
-    assert plan.training_runtime_minutes(paper, "cityscapes", "mask_rcnn_r152_fpn") == 2 * plan.training_runtime_minutes(paper, "cityscapes", "mask_rcnn_r50_fpn")
     del paper["weights"]["mask_rcnn_r50_fpn_coco_detectron2"]
     with pytest.raises(WorkflowInputError, match="'weights.mask_rcnn_r50_fpn_coco_detectron2' is missing"):
         plan.init_weights(paper, "cityscapes", "mask_rcnn_r50_fpn", PRETRAINED)

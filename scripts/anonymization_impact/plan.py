@@ -1,8 +1,8 @@
 """What the configured study needs, as pure functions of the validated config.
 
 The training runs of each target (tables, Fig. 8, the report), the anonymized trees and region
-files they read, the settings and resources of every training job, and the slice of the config
-each result rule is given. ``rules/common.smk`` turns these answers into paths; the tools and
+files they read, the settings of every training job, and the slice of the config each result
+rule is given (what the jobs cost and the SLURM runtime they request: ``cost``). ``rules/common.smk`` turns these answers into paths; the tools and
 the tests ask the same functions.
 """
 
@@ -24,8 +24,6 @@ DETECTRON2_ZOO_WEIGHTS = {
     ("coco", "resnet50"): "mask_rcnn_r50_fpn_coco_detectron2",
     ("coco", "resnet101"): "mask_rcnn_r101_fpn_coco_detectron2",
 }
-# run time of a deeper backbone relative to ResNet-50 (its share of the FLOPs of an R-CNN)
-DEPTH_RUNTIME_FACTOR = {"resnet101": 1.5, "resnet152": 2.0}
 
 
 class Run(NamedTuple):
@@ -62,13 +60,6 @@ def backbone(config: dict, dataset: str, model: str) -> str:
     """The model's backbone after its schedule's substitution (the twins' narrow ResNets)."""
     name = config["models"][model]["backbone"]
     return schedule(config, dataset)["backbones"].get(name, name)
-
-
-def training_runtime_minutes(config: dict, dataset: str, model: str) -> int:
-    """SLURM runtime of one training run: its schedule's estimate, scaled by depth."""
-    minutes = config["training"]["runtime_minutes"][schedule_name(config, dataset)]
-    return int(minutes * DEPTH_RUNTIME_FACTOR.get(config["models"][model]["backbone"], 1.0))
-
 
 
 def init_weights_name(backend_name: str, init: str, backbone: str) -> str:
