@@ -25,10 +25,11 @@ test: venv
 
 ## Build (or reuse) the runnable twin virtualenv of every envs/*.yaml (tools/env_twins.py; cached
 ## outside the clone, keyed by the env file) and test them: pinned versions, framework and package
-## imports. Skips, saying what is missing, without a pyenv Python or the wheelhouse.
+## imports, and the backends' real runs in their twins (tests/test_detectron2_stacks.py, ...). Skips,
+## saying what is missing, without a pyenv Python or the wheelhouse.
 test-stacks: venv
 	$(BIN)/python tools/env_twins.py check
-	$(BIN)/python -m pytest -q -m stacks tests/test_env_twins.py
+	$(BIN)/python -m pytest -q -m stacks tests
 
 lint: venv
 	$(BIN)/snakemake --lint

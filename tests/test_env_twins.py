@@ -9,12 +9,10 @@ machine lacks a pyenv Python or the wheelhouse they skip with one line naming wh
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import re
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -22,11 +20,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-
-spec = importlib.util.spec_from_file_location("env_twins", REPO / "tools" / "env_twins.py")
-env_twins = importlib.util.module_from_spec(spec)
-sys.modules["env_twins"] = env_twins
-spec.loader.exec_module(env_twins)
+from stacks import env_twins, run_in_twin as _run, stacks_machine, twin as _twin  # noqa: F401 (a fixture)
 
 ENV_FILES = sorted((REPO / "envs").glob("*.yaml"))
 
@@ -317,26 +311,6 @@ def package_modules() -> dict[str, set[str]]:
                 found[Path(env).stem].add(f"anonymization_impact.training.{module[:-3]}")
     found["deepprivacy2"].add("anonymization_impact.realistic.deepprivacy2")
     return found
-
-
-@pytest.fixture(scope="session")
-def stacks_machine():
-    lines = env_twins.missing()
-    if lines:
-        pytest.skip("; ".join(lines))
-
-
-def _twin(env: Path) -> Path:
-    try:
-        return env_twins.build(env, quiet=True)
-    except env_twins.TwinError as error:
-        pytest.fail(str(error))
-
-
-def _run(python: Path, code: str, paths: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
-    pythonpath = ":".join(str(path) for path in (REPO / "scripts", *paths))
-    environment = {"PATH": f"{python.parent}:/usr/bin:/bin", "PYTHONPATH": pythonpath, "HOME": str(Path.home()), "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=REPO, env=environment, timeout=600)
 
 
 @pytest.fixture(scope="session")
