@@ -25,11 +25,11 @@ test: venv
 
 ## Build (or reuse) the runnable twin virtualenv of every envs/*.yaml (tools/env_twins.py; cached
 ## outside the clone, keyed by the env file) and test them: pinned versions, framework and package
-## imports, and the backends' real runs in their twins (tests/test_detectron2_stacks.py, ...). Skips,
-## saying what is missing, without a pyenv Python or the wheelhouse.
+## imports, and every test marked `stacks` (e.g. MMDetection 2.x / 3.x training on the BDD100K twin).
+## Skips, saying what is missing, without a pyenv Python or the wheelhouse.
 test-stacks: venv
 	$(BIN)/python tools/env_twins.py check
-	$(BIN)/python -m pytest -q -m stacks tests
+	$(BIN)/python -m pytest -q -m stacks tests/
 
 lint: venv
 	$(BIN)/snakemake --lint

@@ -1,7 +1,9 @@
-"""What the tests that run code inside the env twins (`pytest -m stacks`) share: tools/env_twins.py
-as a module, the skip where this machine lacks what twins need, a twin by env file, and the
-environment a twin's interpreter runs in (the package on PYTHONPATH, no GPU, a headless
-matplotlib)."""
+"""What the tests that run the paper's stacks share: tools/env_twins.py as a module, the fixture
+that skips where this machine cannot build the env twins, a twin's folder, and running code in it.
+
+The tests marked `stacks` (deselected by `make test`, run by `make test-stacks`) use these to run
+the package inside a twin's interpreter, as the workflow's rules do in the conda envs.
+"""
 
 from __future__ import annotations
 
@@ -29,17 +31,18 @@ def stacks_machine():
 
 
 def twin(env: Path) -> Path:
-    """The twin of ``env`` (an envs/*.yaml), built unless cached."""
+    """The twin of an env file (built unless cached)."""
     try:
         return env_twins.build(env, quiet=True)
     except env_twins.TwinError as error:
         pytest.fail(str(error))
 
 
-def twin_environment(python: Path, paths: tuple[Path, ...] = ()) -> dict:
+def environment(python: Path, paths: tuple[Path, ...] = ()) -> dict[str, str]:
+    """What a rule's job sees in the env: its bin on PATH, the package on PYTHONPATH, no GPU."""
     pythonpath = ":".join(str(path) for path in (REPO / "scripts", *paths))
     return {"PATH": f"{python.parent}:/usr/bin:/bin", "PYTHONPATH": pythonpath, "HOME": str(Path.home()), "MPLBACKEND": "Agg", "CUDA_VISIBLE_DEVICES": ""}
 
 
-def run_in_twin(python: Path, code: str, paths: tuple[Path, ...] = (), timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=REPO, env=twin_environment(python, paths), timeout=timeout)
+def run(python: Path, code: str, paths: tuple[Path, ...] = (), *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(python), "-c", code, *args], capture_output=True, text=True, cwd=REPO, env=environment(python, paths), timeout=timeout)

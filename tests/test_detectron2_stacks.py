@@ -38,7 +38,7 @@ from anonymization_impact.training.job import TrainingJob
 from anonymization_impact.twins import write_pretraining_set
 
 from conftest import REPO
-from stacks import stacks_machine, twin, twin_environment  # noqa: F401 (a fixture)
+from stacks import environment, stacks_machine, twin  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.stacks
 
@@ -109,7 +109,7 @@ def _request(data, dataset: str, out: Path, *, schedule: dict | None = None, che
 def _driver(python: Path, requests: list[dict], base: Path) -> subprocess.Popen:
     path = base / f"requests-{time.monotonic_ns()}.json"
     write_json_atomic(path, requests)
-    return subprocess.Popen([str(python), "-c", DRIVER, str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=twin_environment(python))
+    return subprocess.Popen([str(python), "-c", DRIVER, str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=environment(python))
 
 
 def _finish(process: subprocess.Popen) -> None:

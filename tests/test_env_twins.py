@@ -20,7 +20,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from stacks import env_twins, run_in_twin as _run, stacks_machine, twin as _twin  # noqa: F401 (a fixture)
+from stacks import env_twins, stacks_machine  # noqa: F401 (a fixture)
+from stacks import run as _run
+from stacks import twin as _twin
 
 ENV_FILES = sorted((REPO / "envs").glob("*.yaml"))
 
