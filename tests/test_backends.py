@@ -128,12 +128,100 @@ def test_initial_weights_are_the_zoo_files_the_paper_started_from():
         init_weights_name("mmdetection", "coco", "resnet50")
 
 
-def test_the_twins_schedule_is_refused_with_the_reason():
+def test_the_twins_schedule_translates_to_detectron2s_slim_resnet_fpns():
+    """The twins' narrow ResNet-10 (one basic block per stage, 16 channels), 32-channel FPN and
+    heads, small RPN and clipped gradients, as detectron2 keys; a checkpoint every
+    training.checkpoint_every iterations (the file's 5000 is longer than the run)."""
     twins = CONFIG["training"]["synthetic"]
-    with pytest.raises(WorkflowInputError, match="backbone_width 16.*head_channels 32.*torchvision backend"):
-        d2.schedule_overrides(twins, "resnet50")
-    with pytest.raises(WorkflowInputError, match="backbone resnet10"):
-        d2.schedule_overrides({**CONFIG["training"]["coco"]}, "resnet10")
+    mask = d2_overrides("cityscapes", "mask_rcnn", "resnet10", weights="resources/twins/pretraining/resnet10.pth", schedule=twins, checkpoint_every=50)
+    assert mask["MODEL.BACKBONE.NAME"] == d2.BASIC_RESNET_FPN_BUILDER and mask["MODEL.RESNETS.DEPTH"] == 10
+    assert (mask["MODEL.RESNETS.STEM_OUT_CHANNELS"], mask["MODEL.RESNETS.RES2_OUT_CHANNELS"], mask["MODEL.FPN.OUT_CHANNELS"]) == (16, 16, 32)
+    assert "MODEL.RESNETS.WIDTH_PER_GROUP" not in mask  # bottleneck blocks only
+    assert (mask["MODEL.ROI_BOX_HEAD.FC_DIM"], mask["MODEL.ROI_MASK_HEAD.CONV_DIM"]) == (128, 32) and "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS" not in mask
+    rpn = ("PRE_NMS_TOPK_TRAIN", "POST_NMS_TOPK_TRAIN", "PRE_NMS_TOPK_TEST", "POST_NMS_TOPK_TEST")
+    assert [mask[f"MODEL.RPN.{key}"] for key in rpn] == [300, 150, 300, 150] and mask["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE"] == 32
+    assert mask["SOLVER.CLIP_GRADIENTS.CLIP_TYPE"] == d2.FULL_MODEL_CLIPPING and mask["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"] == 10.0
+    assert mask["SOLVER.CLIP_GRADIENTS.ENABLED"] is True and mask["SOLVER.CHECKPOINT_PERIOD"] == 50
+    assert (mask["SOLVER.MAX_ITER"], mask["SOLVER.STEPS"], mask["SOLVER.WARMUP_ITERS"], mask["SOLVER.IMS_PER_BATCH"]) == (300, (225,), 50, 2)
+    assert (mask["INPUT.MIN_SIZE_TRAIN"], mask["INPUT.MAX_SIZE_TRAIN"], mask["MODEL.BACKBONE.FREEZE_AT"]) == ((256,), 512, 2)
+    assert mask["INPUT.FORMAT"] == "RGB" and mask["MODEL.PIXEL_STD"] == d2.TORCHVISION_PIXEL_STD  # the twins' backbones are torchvision files
+    keypoints = d2_overrides("coco", "keypoint_rcnn", "resnet34", weights="resnet34.pth", schedule=twins)
+    assert keypoints["MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS"] == (32,) * 8 and "MODEL.ROI_MASK_HEAD.CONV_DIM" not in keypoints
+    assert keypoints["MODEL.RESNETS.DEPTH"] == 34 and keypoints["MODEL.BACKBONE.NAME"] == d2.BASIC_RESNET_FPN_BUILDER
+    # a narrow bottleneck ResNet needs no builder of ours: detectron2's widths, 4 x the inner width out
+    bottleneck = d2.model_size_overrides(twins, "resnet50", "mask_rcnn")
+    assert "MODEL.BACKBONE.NAME" not in bottleneck
+    assert [bottleneck[f"MODEL.RESNETS.{key}"] for key in ("STEM_OUT_CHANNELS", "RES2_OUT_CHANNELS", "WIDTH_PER_GROUP")] == [16, 64, 16]
+
+
+def test_steps_at_or_after_the_last_iteration_are_left_out():
+    """They change no learning rate (schedule.learning_rate) and detectron2 refuses them."""
+    twins = CONFIG["training"]["synthetic"]
+    assert d2.schedule_overrides({**twins, "iterations": 2}, "resnet10")["SOLVER.STEPS"] == ()  # round(0.75 * 2) = 2
+    assert d2.schedule_overrides({**twins, "iterations": 3}, "resnet10")["SOLVER.STEPS"] == (2,)
+    assert d2.schedule_overrides({**CONFIG["training"]["coco"], "iterations": 10}, "resnet50")["SOLVER.STEPS"] == (8, 9)
+
+
+def test_the_paper_schedules_get_no_key_of_the_slim_models():
+    for dataset, architecture in (("cityscapes", "mask_rcnn"), ("coco", "keypoint_rcnn"), ("coco", "mask_rcnn"), ("bdd100k", "mask_rcnn")):
+        for backbone in ("resnet50", "resnet101", "resnet152"):
+            assert d2.model_size_overrides(CONFIG["training"][dataset], backbone, architecture) == {}
+        assert "SOLVER.CHECKPOINT_PERIOD" not in d2_overrides(dataset, architecture)  # the file's 5000
+
+
+def test_the_basic_block_builder_has_torchvisions_layouts():
+    pytest.importorskip("torchvision")
+    from torchvision.models.resnet import BasicBlock
+
+    from anonymization_impact.training.torchvision_backend import RESNET_LAYOUTS
+
+    basic = {d2.DEPTHS[name]: tuple(layers) for name, (block, layers) in RESNET_LAYOUTS.items() if block is BasicBlock}
+    assert basic == d2.BASIC_BLOCK_STAGES
+
+
+def test_what_detectron2_cannot_express_is_refused_with_the_reason():
+    twins = CONFIG["training"]["synthetic"]
+    refused = {
+        "init scratch": {**twins, "init": "scratch"},
+        "horizontal_flip 0.3": {**twins, "horizontal_flip": 0.3},
+        "anchor_sizes": {**twins, "anchor_sizes": [32, 64, 128]},
+        "init coco with backbone_width": {**twins, "init": "coco"},
+    }
+    for reason, schedule in refused.items():
+        with pytest.raises(WorkflowInputError, match=f"cannot translate this schedule: {reason}.*Use the torchvision backend"):
+            d2.schedule_overrides(schedule, "resnet10")
+    with pytest.raises(WorkflowInputError, match="backbone resnet26"):
+        d2.schedule_overrides(CONFIG["training"]["coco"], "resnet26")
+
+
+def test_detectron2s_divergence_errors_become_training_diverged(tmp_path):
+    from anonymization_impact.training.common import TrainingDiverged
+
+    rpn = FloatingPointError("Predicted boxes or scores contain Inf/NaN. Training has diverged.")
+    error = d2.diverged(rpn, 7, tmp_path)
+    assert isinstance(error, TrainingDiverged) and "iteration 7: Predicted boxes or scores contain Inf/NaN" in str(error)
+    assert "no checkpoint had been written yet" in str(error)
+    (tmp_path / "last_checkpoint").write_text("model_0000004.pth")
+    loss = FloatingPointError("Loss became infinite or NaN at iteration=12!\nloss_dict = {'loss_cls': nan}")
+    error = d2.diverged(loss, 12, tmp_path)
+    assert "Loss became infinite or NaN at iteration=12!;" in str(error) and f"(model_0000004.pth) is kept in {tmp_path}" in str(error)
+
+
+def test_a_backbone_the_model_did_not_take_is_named():
+    initial = {"stem.conv1.weight": np.ones((16, 3, 7, 7)), "res2.0.conv1.weight": np.ones((16, 16, 3, 3))}
+    model = {"backbone.bottom_up." + name: value.copy() for name, value in initial.items()}
+    model["roi_heads.box_head.fc1.weight"] = np.zeros((4, 4))  # not the backbone's: not compared
+    assert d2.unloaded_backbone_weights(initial, model) == []
+    model["backbone.bottom_up.res2.0.conv1.weight"] = np.zeros((16, 16, 3, 3))
+    model["backbone.bottom_up.res2.0.conv2.weight"] = np.zeros((16, 16, 3, 3))
+    initial["stem.conv1.weight"] = np.ones((64, 3, 7, 7))
+    initial["res5.0.conv1.weight"] = np.ones(1)
+    assert d2.unloaded_backbone_weights(initial, model) == [
+        "res2.0.conv2.weight: not in the file",
+        "res5.0.conv1.weight: not in the model",
+        "res2.0.conv1.weight: not loaded",
+        "stem.conv1.weight: shape (64, 3, 7, 7) in the file, (16, 3, 7, 7) in the model",
+    ]
 
 
 def test_as_opts_is_a_flat_key_value_list():

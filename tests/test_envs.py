@@ -262,6 +262,16 @@ def test_paper_envs_pin_the_papers_stack_and_commits():
     assert env_dependencies(REPO / BACKEND_ENVS["mmdetection"]["current"])["mmdet"].startswith("3.")
 
 
+
+def test_envs_with_detectron2_keep_pkg_resources():
+    """`from detectron2 import model_zoo` imports pkg_resources (both pinned commits), which
+    setuptools 81 removed: every env installing detectron2 pins setuptools below 81."""
+    envs = [env for env in sorted((REPO / "envs").glob("*.yaml")) if "detectron2" in env_dependencies(env)]
+    assert {env.name for env in envs} >= {Path(BACKEND_ENVS["detectron2"][stack]).name for stack in ("paper", "current")}
+    for env in envs:
+        assert int(env_dependencies(env)["setuptools"].split(".")[0]) < 81, env.name
+
+
 @pytest.mark.parametrize("rule", [r for r in CODE_RULES if rule_script(BLOCKS[r])])
 def test_packages_a_rule_imports_are_in_its_env(rule):
     block = BLOCKS[rule]

@@ -1,4 +1,5 @@
-"""The paper's detectron2 backend: Cityscapes Mask R-CNN and COCO Keypoint R-CNN R50-FPN.
+"""The paper's detectron2 backend: Cityscapes Mask R-CNN and COCO Keypoint R-CNN R50-FPN, and the
+twins' slim ResNet-FPNs.
 
 Everything that decides *what* is trained is a pure function of our job and annotation, tested
 without detectron2 (tests/test_backends.py):
@@ -7,15 +8,18 @@ without detectron2 (tests/test_backends.py):
   (:data:`BASE_CONFIGS`); our paper schedules translate to the zoo file's own values, so that
   only the plumbing keys (:data:`PLUMBING_KEYS`: datasets, classes, weights file, output
   directory, seed, mask format, ...) differ from the file. :data:`MODEL_ZOO` transcribes the
-  values of the keys we write, as the files at :data:`DETECTRON2_COMMIT` define them.
+  values of the keys we write, as the files at :data:`DETECTRON2_COMMIT` define them. The twins'
+  schedule (narrow ResNet-10 / 18 / 34, slim heads, clipped gradients) adds the keys of
+  :func:`model_size_overrides`; ResNet-10 and narrow basic-block ResNets are built by
+  :data:`BASIC_RESNET_FPN_BUILDER`, registered in detectron2's backbone registry.
 * :func:`dataset_dicts` - our normalized COCO-format annotation -> detectron2's dataset dicts.
 * :func:`instances_to_results` - a prediction's fields as numpy arrays -> our COCO results.
 * :func:`detectron2_key` - torchvision ResNet parameter names -> detectron2's (ResNet-152
-  has no MSRA weights in detectron2's model zoo).
+  has no MSRA weights in detectron2's model zoo; the twins' backbones are torchvision files).
 
 :func:`train` and :func:`predict` import detectron2 (envs/detectron2.yaml or
-envs/detectron2-current.yaml) and raise WorkflowInputError naming those envs without it.
-They have never been executed in this project (docs/training.md, "Never executed").
+envs/detectron2-current.yaml) and raise WorkflowInputError naming those envs without it; they
+ran in both envs' twins on the Cityscapes and COCO twins (tests/test_detectron2_stacks.py).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 
 from ..errors import WorkflowInputError
 from ..io import decode_image, read_json, write_bytes_atomic
-from .common import kept_categories, missing_framework, model_zoo_mismatches, resolve_device
+from .common import TrainingDiverged, framework_record, kept_categories, missing_framework, resolve_device
 from .job import TrainingJob
 from .predictions import coco_results
 
@@ -71,6 +75,8 @@ _RCNN_FPN = {
     "MODEL.ANCHOR_GENERATOR.SIZES": [[32], [64], [128], [256], [512]],
     "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 2000,
     "MODEL.RPN.POST_NMS_TOPK_TRAIN": 1000,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": 1000,
+    "MODEL.RPN.POST_NMS_TOPK_TEST": 1000,
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 512,
     "MODEL.ROI_HEADS.NUM_CLASSES": 80,
     "MODEL.DEVICE": "cuda",
@@ -95,6 +101,7 @@ _RCNN_FPN = {
     "SOLVER.WARMUP_ITERS": 1000,
     "SOLVER.WARMUP_FACTOR": 1.0 / 1000,
     "SOLVER.AMP.ENABLED": False,
+    "SOLVER.CHECKPOINT_PERIOD": 5000,
     "TEST.EVAL_PERIOD": 0,
     "SEED": -1,
     "OUTPUT_DIR": "./output",
@@ -144,7 +151,8 @@ PLUMBING_KEYS = (
     "DATASETS.TRAIN",  # registered from our annotation JSON and (anonymized) image tree
     "DATASETS.TEST",  # none: the evaluate rule scores the predictions
     "TEST.EVAL_PERIOD",
-    "DATALOADER.NUM_WORKERS",
+    "DATALOADER.NUM_WORKERS",  # the job's threads on a GPU; 0 on the CPU (batches loaded in the training process)
+    "SOLVER.CHECKPOINT_PERIOD",  # set only for a run shorter than the file's period (the twins'): training.checkpoint_every
     "SEED",
     "OUTPUT_DIR",
 )
@@ -152,7 +160,19 @@ PLUMBING_KEYS = (
 TORCHVISION_PIXEL_MEAN = [123.675, 116.280, 103.530]
 TORCHVISION_PIXEL_STD = [58.395, 57.120, 57.375]
 BOX_MODE_XYWH_ABS = 1  # detectron2.structures.BoxMode.XYWH_ABS
-DEPTHS = {"resnet50": 50, "resnet101": 101, "resnet152": 152}
+DEPTHS = {"resnet10": 10, "resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
+# Basic-block ResNets and their blocks per stage (torchvision_backend.RESNET_LAYOUTS). detectron2's
+# build_resnet_backbone knows 18 and 34 at 64 channels only (it asserts RES2_OUT_CHANNELS == 64)
+# and no ResNet-10: this builder is that function for basic blocks without the two limits, from
+# detectron2's own BasicStem, BasicBlock, ResNet.make_stage and FPN (so the modules, names and
+# initialization are detectron2's), registered in its BACKBONE_REGISTRY when training or predicting.
+BASIC_BLOCK_STAGES = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+BASIC_RESNET_FPN_BUILDER = "build_basic_resnet_fpn_backbone"
+# The twins' clip_gradient_norm clips the norm of all gradients together, as the torchvision
+# backend does; detectron2's SOLVER.CLIP_GRADIENTS clips each parameter on its own ("value",
+# "norm"), so this type is ours, handled by the trainer's build_optimizer as DETR's detectron2
+# trainer does (facebookresearch/detr, d2/train_net.py).
+FULL_MODEL_CLIPPING = "full_model"
 
 
 def base_config(dataset: str, architecture: str) -> str:
@@ -163,12 +183,17 @@ def base_config(dataset: str, architecture: str) -> str:
 
 
 def _check_translatable(schedule: dict, backbone: str) -> None:
-    """Refuse what a detectron2 model-zoo R-CNN cannot express (the twins' slim models)."""
-    problems = model_zoo_mismatches(schedule, backbone, DEPTHS)
+    """Refuse what detectron2's R-CNNs (with our basic-block builder) cannot express."""
+    problems = []
+    if backbone not in DEPTHS:
+        problems.append(f"backbone {backbone} (ResNets: {', '.join(DEPTHS)})")
     if schedule["horizontal_flip"] not in (0, 0.5):
         problems.append(f"horizontal_flip {schedule['horizontal_flip']} (0 or 0.5: INPUT.RANDOM_FLIP)")
     if schedule["init"] == "scratch":
         problems.append("init scratch (the model-zoo configs need initial weights)")
+    if schedule["init"] == "coco" and (schedule["backbone_width"] != 64 or schedule["head_channels"] is not None):
+        # detectron2 would skip every weight of another shape with a warning: a model trained from scratch
+        problems.append("init coco with backbone_width or head_channels other than the zoo's (the COCO Mask R-CNN's weights fit the zoo's model only)")
     if len(schedule["anchor_sizes"]) != 5:
         problems.append("anchor_sizes (one size per FPN level P2-P6)")
     if problems:
@@ -180,7 +205,7 @@ def _min_sizes(schedule: dict) -> tuple[int, ...]:
     return tuple(sizes) if isinstance(sizes, list) else (sizes,)
 
 
-def schedule_overrides(schedule: dict, backbone: str, *, amp: bool = False) -> dict:
+def schedule_overrides(schedule: dict, backbone: str, *, architecture: str = "mask_rcnn", amp: bool = False) -> dict:
     """detectron2 keys of everything our schedule (and the model's depth) determines."""
     _check_translatable(schedule, backbone)
     iterations = schedule["iterations"]
@@ -192,6 +217,8 @@ def schedule_overrides(schedule: dict, backbone: str, *, amp: bool = False) -> d
         "MODEL.FPN.OUT_CHANNELS": schedule["fpn_channels"],
         "MODEL.ANCHOR_GENERATOR.SIZES": [[size] for size in schedule["anchor_sizes"]],
         "MODEL.RPN.PRE_NMS_TOPK_TRAIN": schedule["rpn_pre_nms_top_n"],
+        "MODEL.RPN.PRE_NMS_TOPK_TEST": schedule["rpn_pre_nms_top_n_test"],
+        "MODEL.RPN.POST_NMS_TOPK_TEST": schedule["rpn_post_nms_top_n_test"],
         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": schedule["box_batch_size_per_image"],
         "INPUT.MIN_SIZE_TRAIN": _min_sizes(schedule),
         "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice",
@@ -203,7 +230,9 @@ def schedule_overrides(schedule: dict, backbone: str, *, amp: bool = False) -> d
         "SOLVER.IMS_PER_BATCH": schedule["batch_size"],
         "SOLVER.BASE_LR": float(schedule["base_lr"]),
         "SOLVER.MAX_ITER": iterations,
-        "SOLVER.STEPS": tuple(round(step * iterations) for step in schedule["lr_steps"]),
+        # a step at or after the last iteration changes no learning rate, and detectron2 refuses it (fvcore's
+        # MultiStepParamScheduler: "Milestone must be smaller than total number of updates"): a run of a few iterations
+        "SOLVER.STEPS": tuple(step for step in (round(fraction * iterations) for fraction in schedule["lr_steps"]) if step < iterations),
         "SOLVER.GAMMA": float(schedule["lr_gamma"]),
         "SOLVER.MOMENTUM": float(schedule["momentum"]),
         "SOLVER.WEIGHT_DECAY": float(schedule["weight_decay"]),
@@ -213,6 +242,39 @@ def schedule_overrides(schedule: dict, backbone: str, *, amp: bool = False) -> d
     }
     if post_nms is not None:  # null: the file's (1000; 1500 for keypoints)
         overrides["MODEL.RPN.POST_NMS_TOPK_TRAIN"] = post_nms
+    overrides.update(model_size_overrides(schedule, backbone, architecture))
+    return overrides
+
+
+def model_size_overrides(schedule: dict, backbone: str, architecture: str) -> dict:
+    """The keys of a model other than the zoo's (the twins' narrow ResNets, slim heads, clipped
+    gradients); none for the paper's schedules, whose translation they leave as it was."""
+    depth, width, head = DEPTHS[backbone], schedule["backbone_width"], schedule["head_channels"]
+    overrides = {}
+    if depth in BASIC_BLOCK_STAGES:
+        overrides["MODEL.BACKBONE.NAME"] = BASIC_RESNET_FPN_BUILDER
+    if width != 64 or depth in BASIC_BLOCK_STAGES:
+        # torchvision's (narrow) ResNet: stem and first stage `width` wide; a bottleneck stage puts
+        # out 4 x its inner width (detectron2's WIDTH_PER_GROUP with one group)
+        overrides["MODEL.RESNETS.STEM_OUT_CHANNELS"] = width
+        overrides["MODEL.RESNETS.RES2_OUT_CHANNELS"] = width if depth in BASIC_BLOCK_STAGES else 4 * width
+        if depth not in BASIC_BLOCK_STAGES:
+            overrides["MODEL.RESNETS.WIDTH_PER_GROUP"] = width
+    if head is not None:  # the torchvision backend's slim heads: box MLP 4 x head wide, head-wide convolutions
+        overrides["MODEL.ROI_BOX_HEAD.FC_DIM"] = 4 * head
+        if architecture == "keypoint_rcnn":
+            overrides["MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS"] = (head,) * 8
+        else:
+            overrides["MODEL.ROI_MASK_HEAD.CONV_DIM"] = head
+    if schedule["clip_gradient_norm"] is not None:
+        overrides.update(
+            {
+                "SOLVER.CLIP_GRADIENTS.ENABLED": True,
+                "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": FULL_MODEL_CLIPPING,
+                "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": float(schedule["clip_gradient_norm"]),
+                "SOLVER.CLIP_GRADIENTS.NORM_TYPE": 2.0,
+            }
+        )
     return overrides
 
 
@@ -252,8 +314,10 @@ def config_overrides(
 ) -> dict:
     """Every key our run sets on top of ``base_config(dataset, job.architecture)``;
     ``weights_kind`` is the format of the initial weights as published (weights_format)."""
-    base_config(dataset, job.architecture)
-    overrides = schedule_overrides(job.schedule, job.backbone, amp=job.amp)
+    base = base_config(dataset, job.architecture)
+    overrides = schedule_overrides(job.schedule, job.backbone, architecture=job.architecture, amp=job.amp)
+    if job.schedule["iterations"] < MODEL_ZOO[base]["SOLVER.CHECKPOINT_PERIOD"]:  # else no resume point at all
+        overrides["SOLVER.CHECKPOINT_PERIOD"] = job.checkpoint_every
     overrides.update(weights_overrides(weights_path, weights_kind))
     overrides.update(
         {
@@ -368,6 +432,32 @@ def detectron2_key(name: str) -> str | None:
     return f"res{stage}.{block}.{rest}"
 
 
+def unloaded_backbone_weights(initial: dict, model_state: dict, prefix: str = "backbone.bottom_up.") -> list[str]:
+    """What of a converted backbone (detectron2 names -> arrays) the model did not take: a
+    parameter of the model's ResNet the file lacks, one of the file the model lacks, or another
+    shape or value. detectron2's checkpointer only warns about such weights and trains on."""
+    backbone = {name[len(prefix):]: value for name, value in model_state.items() if name.startswith(prefix)}
+    problems = [f"{name}: not in the file" for name in sorted(set(backbone) - set(initial))]
+    problems += [f"{name}: not in the model" for name in sorted(set(initial) - set(backbone))]
+    for name in sorted(set(initial) & set(backbone)):
+        if np.shape(initial[name]) != np.shape(backbone[name]):
+            problems.append(f"{name}: shape {tuple(np.shape(initial[name]))} in the file, {tuple(np.shape(backbone[name]))} in the model")
+        elif not np.array_equal(np.asarray(initial[name]), np.asarray(backbone[name])):
+            problems.append(f"{name}: not loaded")
+    return problems
+
+
+def diverged(error: FloatingPointError, iteration: int, output_dir: Path) -> TrainingDiverged:
+    """detectron2's two ways of stopping a diverged run - its trainer's "Loss became infinite or
+    NaN" and the RPN's "Predicted boxes or scores contain Inf/NaN" (both FloatingPointError) - as
+    the project's TrainingDiverged, naming the checkpoint kept (detectron2 writes no
+    model_final.pth after an exception)."""
+    marker = Path(output_dir) / "last_checkpoint"
+    kept = f"the last good checkpoint ({marker.read_text().strip()}) is kept in {output_dir}" if marker.is_file() else f"no checkpoint had been written yet ({output_dir})"
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return TrainingDiverged(f"detectron2 stopped at iteration {iteration}: {reason}; {kept}. Lower training.*.base_lr or check the data.")
+
+
 # --------------------------------------------------------------------------- detectron2 itself
 
 
@@ -378,23 +468,58 @@ def _detectron2():
         from detectron2.config import CfgNode, get_cfg
     except ImportError as error:
         raise missing_framework("detectron2", error) from None
+    _register_basic_resnet_fpn_builder()
     return model_zoo, CfgNode, get_cfg
+
+
+def _register_basic_resnet_fpn_builder() -> None:
+    """BASIC_RESNET_FPN_BUILDER in detectron2's BACKBONE_REGISTRY (once per process): its
+    build_resnet_backbone + build_resnet_fpn_backbone for basic blocks, with the blocks per stage
+    of BASIC_BLOCK_STAGES and any RES2_OUT_CHANNELS."""
+    from detectron2.modeling import BACKBONE_REGISTRY
+
+    if BASIC_RESNET_FPN_BUILDER in BACKBONE_REGISTRY:
+        return
+    from detectron2.modeling.backbone import FPN, ResNet
+    from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+    from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem
+
+    def build_basic_resnet_fpn_backbone(cfg, input_shape):
+        resnets, fpn = cfg.MODEL.RESNETS, cfg.MODEL.FPN
+        stem = BasicStem(in_channels=input_shape.channels, out_channels=resnets.STEM_OUT_CHANNELS, norm=resnets.NORM)
+        stages, in_channels, out_channels = [], resnets.STEM_OUT_CHANNELS, resnets.RES2_OUT_CHANNELS
+        for index, blocks in enumerate(BASIC_BLOCK_STAGES[resnets.DEPTH]):
+            strides = [1 if index == 0 else 2] + [1] * (blocks - 1)
+            stages.append(ResNet.make_stage(BasicBlock, blocks, stride_per_block=strides, in_channels=in_channels, out_channels=out_channels, norm=resnets.NORM))
+            in_channels, out_channels = out_channels, out_channels * 2
+        bottom_up = ResNet(stem, stages, out_features=resnets.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+        return FPN(bottom_up=bottom_up, in_features=fpn.IN_FEATURES, out_channels=fpn.OUT_CHANNELS, norm=fpn.NORM, top_block=LastLevelMaxPool(), fuse_type=fpn.FUSE_TYPE)
+
+    assert build_basic_resnet_fpn_backbone.__name__ == BASIC_RESNET_FPN_BUILDER  # the registry's name for it
+    BACKBONE_REGISTRY.register(build_basic_resnet_fpn_backbone)
+
+
+def _torch_load(path):
+    """torch.load of our own files, whole (PyTorch >= 2.6 loads weights only by default; 1.12 has no such switch)."""
+    import inspect
+
+    import torch
+
+    whole = {"weights_only": False} if "weights_only" in inspect.signature(torch.load).parameters else {}
+    return torch.load(path, map_location="cpu", **whole)
 
 
 def _convert_torchvision_weights(source: Path, target: Path) -> None:
     """torchvision ImageNet ResNet -> a detectron2 weights pickle (matched by name suffix)."""
     import pickle
 
-    import torch
-
-    state = torch.load(source, map_location="cpu")
     model = {}
-    for name, value in state.items():
+    for name, value in _torch_load(source).items():
         key = detectron2_key(name)
         if key is not None:
             model[key] = value.numpy()
-    with open(target, "wb") as handle:
-        pickle.dump({"model": model, "__author__": "torchvision", "matching_heuristics": True}, handle)
+    buffer = pickle.dumps({"model": model, "__author__": "torchvision", "matching_heuristics": True})
+    write_bytes_atomic(target, buffer)  # a run killed while converting must not leave half a file to load
 
 
 def _save_atomic(payload: dict, path: Path) -> None:
@@ -407,18 +532,62 @@ def _save_atomic(payload: dict, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
+def _trainer_class():
+    """detectron2's DefaultTrainer without evaluation, two checkpoints kept, and the full-model
+    gradient clipping of FULL_MODEL_CLIPPING."""
+    import torch
+    from detectron2.engine import DefaultTrainer, hooks
+
+    class Trainer(DefaultTrainer):
+        def build_hooks(self):
+            kept = []
+            for hook in super().build_hooks():
+                if isinstance(hook, hooks.EvalHook):
+                    continue  # the evaluate rule scores the predictions
+                if isinstance(hook, hooks.PeriodicCheckpointer):
+                    hook.max_to_keep = 2  # a resume point, not 54 checkpoints of a 3x run
+                    # and the killed run's count as well: a run resumed n times would otherwise keep 2 + n
+                    hook.recent_checkpoints = sorted(str(path) for path in Path(self.cfg.OUTPUT_DIR).glob("model_[0-9]*.pth"))
+                kept.append(hook)
+            return kept
+
+        @classmethod
+        def build_optimizer(cls, cfg, model):
+            clipping = cfg.SOLVER.CLIP_GRADIENTS
+            if not (clipping.ENABLED and clipping.CLIP_TYPE == FULL_MODEL_CLIPPING):
+                return super().build_optimizer(cfg, model)
+            unclipped = cfg.clone()
+            unclipped.defrost()
+            unclipped.SOLVER.CLIP_GRADIENTS.ENABLED = False
+            optimizer = super().build_optimizer(unclipped, model)
+            max_norm, norm_type = clipping.CLIP_VALUE, clipping.NORM_TYPE
+
+            class FullModelGradientClipping(type(optimizer)):
+                def step(self, closure=None):
+                    torch.nn.utils.clip_grad_norm_([p for group in self.param_groups for p in group["params"]], max_norm, norm_type)
+                    return super().step(closure)
+
+            optimizer.__class__ = FullModelGradientClipping  # as detectron2's own maybe_add_gradient_clipping does
+            return optimizer
+
+    return Trainer
+
+
 def train(job: TrainingJob, progress=None) -> dict:
     """Train (or resume, through detectron2's checkpointer) ``job``; writes ``job.output``.
-    detectron2 logs its own progress (``progress`` is not used)."""
+    detectron2 logs its own progress (``progress`` is not used). A diverged run raises
+    TrainingDiverged, its last checkpoint kept."""
     model_zoo, _, get_cfg = _detectron2()
+    import pickle
+
     import torch
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.datasets.builtin_meta import COCO_PERSON_KEYPOINT_FLIP_MAP, COCO_PERSON_KEYPOINT_NAMES
-    from detectron2.engine import DefaultTrainer, hooks
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.logger import setup_logger
 
     setup_logger(name="detectron2")
+    torch.set_num_threads(job.threads)  # the rule's threads, as the torchvision backend (detectron2 would take every core)
     document = read_json(job.annotation)
     dataset = document["info"]["dataset"]
     records, categories = dataset_dicts(document, job.image_root, job.task, job.exclude_classes)
@@ -439,6 +608,7 @@ def train(job: TrainingJob, progress=None) -> dict:
         if job.task == "keypoints":
             metadata.update(keypoint_names=COCO_PERSON_KEYPOINT_NAMES, keypoint_flip_map=COCO_PERSON_KEYPOINT_FLIP_MAP)
         MetadataCatalog.get(train_name).set(**metadata)
+    device = resolve_device(job.device)
     overrides = config_overrides(
         job,
         dataset=dataset,
@@ -447,8 +617,8 @@ def train(job: TrainingJob, progress=None) -> dict:
         weights_path=weights_path,
         weights_kind=weights_kind,
         output_dir=str(output_dir),
-        device=resolve_device(job.device),
-        workers=job.threads,
+        device=device,
+        workers=job.threads if device == "cuda" else 0,  # on the CPU the loader would compete with training for the cores
     )
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file(base_config(dataset, job.architecture)))
@@ -458,23 +628,21 @@ def train(job: TrainingJob, progress=None) -> dict:
     (output_dir / "config.yaml").write_text(cfg.dump())
     log.info("detectron2 config %s + %s", base_config(dataset, job.architecture), json.dumps(overrides, default=str))
 
-    class Trainer(DefaultTrainer):
-        def build_hooks(self):
-            kept = []
-            for hook in super().build_hooks():
-                if isinstance(hook, hooks.EvalHook):
-                    continue  # the evaluate rule scores the predictions
-                if isinstance(hook, hooks.PeriodicCheckpointer):
-                    hook.max_to_keep = 2  # a resume point, not 54 checkpoints of a 3x run
-                kept.append(hook)
-            return kept
-
     started = time.perf_counter()
-    trainer = Trainer(cfg)
+    trainer = _trainer_class()(cfg)
     trainer.resume_or_load(resume=True)  # continues from OUTPUT_DIR/last_checkpoint if any
     resumed_at = trainer.start_iter
-    trainer.train()
-    final = torch.load(output_dir / "model_final.pth", map_location="cpu")  # also holds the optimizer
+    if weights_kind == "torchvision" and resumed_at == 0:
+        with open(weights_path, "rb") as handle:
+            initial = pickle.load(handle)["model"]
+        problems = unloaded_backbone_weights(initial, {name: value.numpy() for name, value in trainer.model.state_dict().items()})
+        if problems:
+            raise WorkflowInputError(f"initial weights {weights} do not fit the {job.backbone} of this schedule: {'; '.join(problems[:4])}")
+    try:
+        trainer.train()
+    except FloatingPointError as error:
+        raise diverged(error, trainer.iter, output_dir) from error
+    final = _torch_load(output_dir / "model_final.pth")  # also holds the optimizer
     meta = {
         "backend": "detectron2",
         "config": cfg.dump(),
@@ -489,6 +657,7 @@ def train(job: TrainingJob, progress=None) -> dict:
         "seconds": time.perf_counter() - started,
         "device": cfg.MODEL.DEVICE,
         "images": sum(1 for record in records if any(not a["iscrowd"] for a in record["annotations"])),
+        "frameworks": framework_record("detectron2", "torch", "torchvision"),
         "detectron2_base_config": base_config(dataset, job.architecture),
         "detectron2_overrides": {key: value for key, value in overrides.items()},
     }
@@ -501,7 +670,7 @@ def predict(weights: Path, annotation: dict, image_root: Path, *, device: str = 
     from detectron2.engine import DefaultPredictor
 
     torch.set_num_threads(threads)
-    state = torch.load(weights, map_location="cpu")
+    state = _torch_load(weights)
     meta = state.get("anonymization_impact")
     if meta is None or meta.get("backend") != "detectron2":
         raise WorkflowInputError(f"{weights} was not written by the detectron2 backend of this workflow")
