@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,7 @@ def test_a_killed_run_resumes_to_the_same_weights(twins, annotations, tmp_path):
     summary = backend.train(killed)
     assert summary["resumed_at"] == resumed_from
     assert same_weights(uninterrupted.output, killed.output)
+    assert summary["frameworks"]["torchvision"]["version"] == metadata.version("torchvision")  # training.json records what trained it
 
 
 def test_a_checkpoint_of_another_config_is_never_resumed(twins, annotations, tmp_path):

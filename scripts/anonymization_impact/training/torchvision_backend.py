@@ -30,7 +30,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from ..errors import WorkflowInputError
 from ..io import decode_image, write_bytes_atomic
 from ..masks import encode
-from .common import TrainingDiverged
+from .common import TrainingDiverged, framework_record
 from .data import DetectionSamples, batch_indices, flip_decision
 from .job import TrainingJob
 from .schedule import learning_rate
@@ -280,7 +280,8 @@ def train(job: TrainingJob, progress=None) -> dict:
         },
         Path(job.output),
     )
-    return {"iterations": schedule["iterations"], "resumed_at": start, "seconds": time.perf_counter() - started, "device": str(device), "images": len(samples)}
+    return {"iterations": schedule["iterations"], "resumed_at": start, "seconds": time.perf_counter() - started, "device": str(device), "images": len(samples),
+            "frameworks": framework_record("torch", "torchvision")}
 
 
 @torch.no_grad()
