@@ -8,7 +8,7 @@ on a GPU; docs/detectors.md says what the settings mean and what has been run.
 input:  persons (results/annotations/<dataset>/train/persons.json), weights (the DSFD
         WIDERFace ResNet-152 state dict, WIDERFace_DSFD_RES152.pth)
 params: root (dataset root), confidence (detector threshold), and optionally nms_iou (0.3),
-        max_resolution (None: full resolution, as the paper), device ("cuda"), batch_size (1)
+        max_resolution (None: full resolution, as the paper), device ("auto", through the GPU guard), batch_size (1)
 output: the detections JSON; log: one file
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from anonymization_impact import detectors
+from anonymization_impact.devices import resolve
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
 from anonymization_impact.rule_job import job_of
@@ -38,7 +39,7 @@ with logged(snakemake.log[0]) as log:
         confidence=float(params.confidence),
         nms_iou=float(getattr(params, "nms_iou", 0.3)),
         max_resolution=int(max_resolution) if max_resolution not in (None, "") else None,
-        device=str(getattr(params, "device", "cuda")),
+        device=resolve(str(getattr(params, "device", "auto")), "face_detection.device", log)[0],
     )
     images = detectors.face_detection_images(persons, Path(params.root))
     log.info("DSFD on %d images with persons (%s), weights %s", len(images), settings, weights)

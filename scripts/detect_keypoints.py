@@ -6,7 +6,7 @@ the ViTPose fork) on the tight box of each person's mask, a keypoint visible whe
 
 input:  persons (results/annotations/<dataset>/train/persons.json), weights (the ViTPose-H
         checkpoint, COCO head), optionally pose_config (else the config the ViTPose package ships)
-params: root (dataset root), and optionally score_threshold (0.3), device ("cuda:0"),
+params: root (dataset root), and optionally score_threshold (0.3), device ("auto", through the GPU guard),
         batch_size (32 persons per forward pass), dp2_crop (True), flip_test (False)
 output: the keypoints JSON; log: one file
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from anonymization_impact import detectors
+from anonymization_impact.devices import resolve
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
 from anonymization_impact.rule_job import job_of
@@ -37,7 +38,7 @@ with logged(snakemake.log[0]) as log:
     config = Path(inputs.pose_config) if "pose_config" in inputs.keys() else None
     source, digest = detectors.vitpose_source(weights, dp2_crop=dp2_crop, flip_test=flip_test)
     log.info("%s", source)
-    model = detectors.load_pose_model(weights, config=config, device=str(getattr(params, "device", "cuda:0")), flip_test=flip_test)
+    model = detectors.load_pose_model(weights, config=config, device=resolve(str(getattr(params, "device", "auto")), "keypoint_detection.device", log)[0], flip_test=flip_test)
     document = detectors.keypoints_for_persons(
         persons,
         Path(params.root),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from anonymization_impact.devices import resolve
 from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.logs import logged
 from anonymization_impact.rule_job import job_of
@@ -15,11 +16,12 @@ from anonymization_impact.training import backend
 snakemake = job_of(globals(), sys.argv[1:])
 
 with logged(snakemake.log[0]) as log:
+    device, _ = resolve(snakemake.params.device, "training.device", log)  # the GPU guard, before any work
     predictions = backend(snakemake.params.backend).predict(
         Path(snakemake.input.weights),
         read_json(snakemake.input.annotation),
         Path(snakemake.params.root),
-        device=snakemake.params.device,
+        device=device,
         threads=snakemake.threads,
         progress=lambda items: tqdm(items, file=sys.stderr, mininterval=30, desc="images"),
     )

@@ -4,6 +4,7 @@ import sys
 
 from tqdm import tqdm
 
+from anonymization_impact.devices import resolve
 from anonymization_impact.io import write_json_atomic
 from anonymization_impact.logs import logged
 from anonymization_impact.rule_job import job_of
@@ -23,9 +24,10 @@ with logged(snakemake.log[0]) as log:
         checkpoint_dir=snakemake.params.checkpoint_dir,
         threads=snakemake.threads,
     )
+    _, device_record = resolve(job.device, "training.device", log)  # the GPU guard, before any work
     log.info("training %s", job.description())
     summary = backend(settings["backend"]).train(job, progress=lambda items: tqdm(items, file=sys.stderr, mininterval=30, desc="iterations"))
     # What was really trained (the twins' schedule substitutes the model's backbone).
-    summary.update(backend=settings["backend"], architecture=job.architecture, backbone=job.backbone, schedule=job.schedule, init_weights=str(job.init_weights) if job.init_weights else None)
+    summary.update(backend=settings["backend"], architecture=job.architecture, backbone=job.backbone, schedule=job.schedule, init_weights=str(job.init_weights) if job.init_weights else None, device_record=device_record)
     write_json_atomic(snakemake.output.summary, summary, indent=1)
     log.info("done: %s", summary)

@@ -339,7 +339,7 @@ def test_twin_renderer_trees_pass_the_leak_check_and_name_their_generator(citysc
     assert audit["leak_check"]["passed"] and audit["method"]["syntheses"] > 0
 
 
-def test_without_a_gpu_the_generators_run_on_the_cpu_with_an_estimate(monkeypatch, caplog):
+def test_without_a_gpu_auto_runs_the_generators_on_the_cpu_with_an_estimate(monkeypatch, caplog):
     import logging
 
     from anonymization_impact.realistic import loading
@@ -347,11 +347,14 @@ def test_without_a_gpu_the_generators_run_on_the_cpu_with_an_estimate(monkeypatc
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     standin = load_generators({"kind": "standin", "roles": ["body"], "standin_seed": 0}, {}, "cpu")
     monkeypatch.setattr(loading, "load_generators", lambda settings, weights, device, dp2_root=None: standin)
-    settings = {"kind": "deepprivacy2", "roles": ["body"], "device": "cuda", "standin_seed": 0}
-    with caplog.at_level(logging.WARNING):
+    settings = {"kind": "deepprivacy2", "roles": ["body"], "device": "auto", "standin_seed": 0}
+    with caplog.at_level(logging.INFO):
         generators, device = loading.prepare_generators(settings, {}, None, 1234, logging.getLogger("shard"))
     assert device == "cpu" and generators is standin
-    assert "has no GPU" in caplog.text and "s per person (one synthesis) on this CPU" in caplog.text and "1234 persons" in caplog.text
+    assert "device cpu (realistic.device auto)" in caplog.text and "s per person (one synthesis) on this CPU" in caplog.text and "1234 persons" in caplog.text
+    asked = {**settings, "device": "cuda"}  # a job that asked for a GPU never runs on the CPU
+    with pytest.raises(WorkflowInputError, match="realistic.device is cuda, but the job cannot use it: .*Refusing to run on the CPU"):
+        loading.prepare_generators(asked, {}, None, 1234, logging.getLogger("shard"))
 
 
 @pytest.mark.parametrize("per_person, persons, expected", [

@@ -240,8 +240,8 @@ def _profile(directory: Path) -> Path:
     return directory
 
 
-def _run_through_slurm(workdir: Path, profile: Path, config: Path) -> tuple[int, str]:
-    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile", str(profile), *TARGETS, "--configfile", str(REPO / "config.yaml"), str(config)]
+def _run_through_slurm(workdir: Path, profile: Path, config: Path, *extra: str) -> tuple[int, str]:
+    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile", str(profile), *TARGETS, "--configfile", str(REPO / "config.yaml"), str(config), *extra]
     env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
     env["PATH"] = os.pathsep.join([str(Path(SNAKEMAKE[0]).parent), SEARCH_PATH])  # jobs run snakemake from the venv
     with open(workdir / "snakemake.out", "w+") as out:
@@ -276,7 +276,9 @@ def test_demo_part_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
     workdir.mkdir()
     config = workdir / "overlay.yaml"
     only_cityscapes = {"coco": {"enabled": False}, "bdd100k": {"enabled": False}}
-    config.write_text(yaml.safe_dump({"synthetic": SMALL_TWINS, **TINY_TRAINING, "datasets": only_cityscapes, "anonymization": {"shards": 2}}))
+    # the node's A100 is fake (gres on /dev/null): the GPU jobs train on the CPU on purpose
+    on_cpu = {"training": {**TINY_TRAINING["training"], "device": "cpu"}}
+    config.write_text(yaml.safe_dump({"synthetic": SMALL_TWINS, **on_cpu, "datasets": only_cityscapes, "anonymization": {"shards": 2}}))
     profile = _profile(tmp_path / "profile")
 
     returncode, output = _run_through_slurm(workdir, profile, config)
@@ -323,3 +325,13 @@ def test_demo_part_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
             assert "gpu" not in gpu_request and job.get("JOB_GRES") in (None, "(null)"), job
             assert not gres_allocation
     assert len(re.findall(r"_slurm_rpc_submit_batch_job: JobId=", ctld_log)) == len(jobs), "jobs other than this run's went to the test cluster"
+
+    # The GPU guard: with training.device auto, train_model gets the fake A100 from the scheduler,
+    # which it cannot use (no driver): it refuses to train on the CPU and says why, in its log.
+    guarded = workdir / "auto.yaml"
+    guarded.write_text(yaml.safe_dump({"training": {"device": "auto"}}))
+    returncode, output = _run_through_slurm(workdir, profile, config, str(guarded), "--forcerun", "train_model", "--retries", "0")
+    assert returncode != 0
+    log = (workdir / "logs" / "models" / "cityscapes" / "original" / "mask_rcnn_r50_fpn" / "seed0.log").read_text()
+    assert "training.device is auto and the scheduler gave this job a GPU, but the job cannot use it" in log, log[-2000:]
+    assert "Refusing to run on the CPU" in log

@@ -147,7 +147,7 @@ def check_variant(study: dict, name: str, result: dict) -> np.ndarray:
     config, image = study["config"], study["image"]
     variant = Variant.of(config, name)
     audit = result["audit"]
-    assert result["device"] == "cpu"  # realistic.device cuda, no GPU: the CPU, with the estimate below
+    assert result["device"] == "cpu"  # realistic.device auto, no GPU: the CPU, with the estimate below
     assert result["weights_differing"] and not any(result["weights_differing"].values())  # every tensor came from the checkpoint
     assert not [w for w in result["warnings"] if "Did not find key" in w or "Incorrect shape" in w], result["warnings"]
     for role in variant.generator_roles:

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import torch
 
+from ..devices import resolve
 from ..errors import WorkflowInputError
 from ..geometry import BODY_SIZE, FACE_SIZE, HR_FACE_SIZE
 from .generator import Generator, crop_tensors
@@ -22,12 +23,9 @@ DEEPPRIVACY2_GENERATORS = {"face": "fdf128", "face_hr": "fdf256", "body": "triag
 
 
 def resolve_device(requested: str, log: logging.Logger) -> str:
-    """The configured device, or the CPU with a warning when no GPU is there (allowed, slow)."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        log.warning("realistic.device is cuda but this machine has no GPU: the generators run on the CPU, "
-                    "which is slow (an estimate follows)")
-        return "cpu"
-    return requested
+    """realistic.device through the GPU guard (devices.resolve): a job that asked for a GPU never
+    runs on the CPU; auto runs on the CPU where there is none (an estimate follows)."""
+    return resolve(requested, "realistic.device", log)[0]
 
 
 def load_generators(settings: dict, weights: dict[str, str], device: str,

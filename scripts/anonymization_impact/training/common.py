@@ -33,12 +33,10 @@ def kept_categories(categories: list[dict], task: str, exclude_classes=()) -> li
 
 
 def resolve_device(requested: str) -> str:
-    """'cuda' or 'cpu' for training.device (auto: CUDA when the job sees a device)."""
-    import torch
+    """'cuda' or 'cpu' for training.device, through the GPU guard (devices.resolve)."""
+    from ..devices import resolve
 
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise WorkflowInputError("training.device is 'cuda' but no CUDA device is visible to this job")
-    return "cuda" if requested != "cpu" and torch.cuda.is_available() else "cpu"
+    return resolve(requested, "training.device")[0]
 
 
 def missing_framework(backend_name: str, error: ImportError) -> WorkflowInputError:

@@ -30,7 +30,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from ..errors import WorkflowInputError
 from ..io import decode_image, write_bytes_atomic
 from ..masks import encode
-from .common import TrainingDiverged, framework_record
+from .common import TrainingDiverged, framework_record, resolve_device
 from .data import DetectionSamples, batch_indices, flip_decision
 from .job import TrainingJob
 from .schedule import learning_rate
@@ -40,11 +40,7 @@ STAGES = ["layer4", "layer3", "layer2", "layer1", "conv1"]
 
 
 def select_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise WorkflowInputError("training.device is 'cuda' but no CUDA device is visible to this job")
-    if requested == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
+    return torch.device(resolve_device(requested))
 
 
 # Block type and blocks per stage; resnet10 is the smallest layout, for the twins' Fig. 8.
