@@ -45,6 +45,7 @@ use rule anonymize_shard as anonymize_shard_realistic with:
         runtime=get_runtime("anonymize_shard_realistic"),
 
 
+# A command (see download_weights): a checkout placed by hand keeps its older dates.
 rule download_deepprivacy2:
     output:
         directory(f"resources/deepprivacy2/{DP2_COMMIT}"),
@@ -56,9 +57,9 @@ rule download_deepprivacy2:
     envmodules:
         env_module("data"),
     params:
-        url=f"{DP2_REPOSITORY}/archive/{DP2_COMMIT}.tar.gz",
-    script:
-        "../scripts/download_deepprivacy2.py"
+        job=command_job(url=f"{DP2_REPOSITORY}/archive/{DP2_COMMIT}.tar.gz"),
+    shell:
+        command("download_deepprivacy2")
 
 
 rule assemble_tree:

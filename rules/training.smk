@@ -2,6 +2,9 @@
 # split, and framework-independent evaluation into metric JSONs.
 
 
+# A command, not script: (as download_deepprivacy2): Snakemake reruns a script: rule whose output
+# is older than its script, so it would delete a file placed by hand with an older date (wget
+# keeps the server's, tar the archive's) and fetch it again.
 rule download_weights:
     output:
         "resources/weights/{filename}",
@@ -13,9 +16,9 @@ rule download_weights:
     envmodules:
         env_module("training"),
     params:
-        entry=get_weights_entry,
-    script:
-        "../scripts/download_weights.py"
+        job=command_job(entry=get_weights_entry),
+    shell:
+        command("download_weights")
 
 
 rule train_model:

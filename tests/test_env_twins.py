@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from stacks import env_twins, stacks_machine  # noqa: F401 (a fixture)
+from stacks import env_twins, extra_paths, stacks_machine  # noqa: F401 (fixtures)
 from stacks import run as _run
 from stacks import twin as _twin
 
@@ -314,22 +314,6 @@ def package_modules() -> dict[str, set[str]]:
                 found[Path(env).stem].add(f"anonymization_impact.training.{dotted}")
     found["deepprivacy2"].add("anonymization_impact.realistic.deepprivacy2")
     return found
-
-
-@pytest.fixture(scope="session")
-def extra_paths(tmp_path_factory) -> dict[str, tuple[Path, ...]]:
-    """env stem -> what the workflow puts on sys.path there: dp2 runs from its checkout at
-    DP2_COMMIT (rule deepprivacy2_source), here the wheelhouse's archive of that commit."""
-    from anonymization_impact.realistic import DP2_COMMIT
-
-    wheelhouse = env_twins.find_wheelhouse()
-    archive = wheelhouse / "sources" / f"deep_privacy2-{DP2_COMMIT}.tar.gz" if wheelhouse else None
-    if archive is None or not archive.is_file():
-        return {}
-    target = tmp_path_factory.mktemp("dp2")
-    with tarfile.open(archive) as tar:
-        tar.extractall(target)
-    return {"deepprivacy2": tuple(target.iterdir())}
 
 
 @pytest.mark.stacks

@@ -370,6 +370,36 @@ def test_planning_the_study_on_real_roots_reads_no_image(twins, tmp_path):
     assert jobs["detect_keypoints"] == "2" and jobs["detect_faces"] == "3" and jobs["download_deepprivacy2"] == "1"
 
 
+def test_weights_and_dp2s_checkout_placed_by_hand_are_used_whatever_their_date(twins, tmp_path):
+    """Files dated before the download rules' scripts (wget keeps the server's date, tar and cp -p
+    the original's) once looked to Snakemake like outputs of changed code: it deleted them and
+    fetched them again, or failed where nothing can be fetched. The download rules are commands now."""
+    from anonymization_impact.realistic import DP2_COMMIT
+
+    workdir = tmp_path / "work"
+    config = load_config(REPO / "config.yaml")
+    names = ("dsfd_widerface_res152", "vitpose_h_coco_aic_mpii", *config["realistic"]["weights"].values())
+    checkout, weights = workdir / "resources" / "deepprivacy2" / DP2_COMMIT, [workdir / config["weights"][name]["path"] for name in names]
+    (checkout / "configs").mkdir(parents=True)
+    for path in weights:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"placed by hand")
+    for path in [*weights, checkout]:
+        os.utime(path, (0, 946684800))  # 2000-01-01
+    overlay = {"datasets": {"cityscapes": {"synthetic": False, "root": str(twins["cityscapes"]["root"])}, "coco": {"enabled": False}, "bdd100k": {"enabled": False}}}
+    targets = [f"results/anonymized/cityscapes/{variant}/audit.json" for variant in ("face-realistic-hrfaces", "body-realistic")]
+    result = run_snakemake(workdir, "-n", *targets, *_overlay(workdir, overlay))
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _job_counts(result)
+    assert jobs["detect_faces"] == jobs["detect_keypoints"] == "1" and "download_weights" not in jobs and "download_deepprivacy2" not in jobs, jobs
+
+    source = tmp_path / "served.bin"  # the command still fetches and checks what is missing
+    source.write_bytes(b"weights")
+    overlay["weights"] = {"served": {"path": "resources/weights/served.bin", "url": source.as_uri(), "sha256": hashlib.sha256(b"weights").hexdigest()}}
+    result = run_snakemake(workdir, "--cores", "1", "resources/weights/served.bin", *_overlay(workdir, overlay))
+    assert result.returncode == 0 and (workdir / "resources/weights/served.bin").read_bytes() == b"weights", result.stderr[-3000:]
+
+
 def test_realistic_trees_on_the_twins_with_the_stand_in_generator(tmp_path):
     """The realistic rules end to end on the Cityscapes twin: simulated keypoints, the stand-in
     generator with DeepPrivacy2's interface, HM-LO, the leak check and the audits."""

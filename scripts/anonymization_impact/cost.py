@@ -194,9 +194,10 @@ def _benchmark_seconds(path: Path) -> float | None:
 
 
 def _read_json_or_none(path: Path):
+    """The JSON, or None where it is gone (a run's results deleted, its benchmark left) or unreadable."""
     try:
         return read_json(path)
-    except (OSError, ValueError):
+    except (OSError, ValueError, WorkflowInputError):
         return None
 
 

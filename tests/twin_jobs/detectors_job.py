@@ -1,18 +1,14 @@
-"""Run inside the detectors env twin by tests/test_stacks_detectors.py (Python 3.9, torch 1.9.0,
-mmcv-full 1.3.9, the ViTPose fork as mmpose 0.24.0, face_detection 0.2.2).
+"""Run inside the detectors env twin by tests/test_stacks_real_root.py (Python 3.9, torch 1.9.0,
+mmcv-full 1.3.9, the ViTPose fork as mmpose 0.24.0, face_detection 0.2.2): random weights of the
+real architectures, for rules detect_faces and detect_keypoints to load.
 
-``faces ROOT PERSONS OUT RESULT``: a random DSFD state dict of face_detection's own ``SSD``
-(ResNet-152), its convolutions scaled once so that each one's output has unit standard
-deviation on the first image (default initialisation overflows through the 152 layers: the
-box head then decodes to inf / NaN), then rule detect_faces's calls (scripts/detect_faces.py):
-``build_face_detector`` on the weight file, ``detect_faces`` with ``dsfd_info``.
+``dsfd IMAGE OUT``: a random DSFD state dict of face_detection's own ``SSD`` (ResNet-152), its
+convolutions scaled once so that each one's output has unit standard deviation on IMAGE (default
+initialisation overflows through the 152 layers: the box head then decodes to inf / NaN, which the
+rule rightly refuses).
 
-``keypoints ROOT PERSONS OUT RESULT``: a random ViTPose-H of the fork's own
-``init_pose_model`` (the config it ships), saved as an mmcv checkpoint (``state_dict``), then
-rule detect_keypoints's calls (scripts/detect_keypoints.py): ``vitpose_source``,
-``load_pose_model``, ``keypoints_for_persons``.
-
-RESULT gets {"document": the face-detections/v1 or person-keypoints/v1 document, "seconds": {...}}.
+``vitpose OUT``: a random ViTPose-H of the fork's own ``init_pose_model`` (the config it ships),
+saved as an mmcv checkpoint (``state_dict``).
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ import numpy as np
 import torch
 
 from anonymization_impact import detectors
-from anonymization_impact.io import read_json, write_json_atomic
+from anonymization_impact.io import decode_image
 
 CONFIDENCE = 0.2  # the rule's: the lowest per-dataset threshold
 RGB_MEAN = (123.0, 117.0, 104.0)  # face_detection's Detector.mean
@@ -60,47 +56,23 @@ def unit_scaled_dsfd(image: np.ndarray) -> dict:
     return model.state_dict()
 
 
-def faces(root: Path, persons: dict, out: Path) -> dict:
-    seconds = {}
-    images = detectors.face_detection_images(persons, root)
-    started = time.perf_counter()
-    weights = out / "dsfd_random.pth"
-    torch.save(unit_scaled_dsfd(detectors.read_rgb(images[0])), str(weights))
-    seconds["random_weights"] = time.perf_counter() - started
-    settings = detectors.DsfdSettings(confidence=CONFIDENCE, device="cpu")
-    started = time.perf_counter()
-    detector = detectors.build_face_detector(weights, settings)
-    seconds["build"] = time.perf_counter() - started
-    started = time.perf_counter()
-    document = detectors.detect_faces(images, detector, dataset=persons["info"]["dataset"], split=persons["info"]["split"],
-                                      detector_info=detectors.dsfd_info(settings, weights))
-    seconds["detect_per_image"] = (time.perf_counter() - started) / max(len(images), 1)
-    return {"document": document, "seconds": seconds}
+def dsfd_weights(image: Path, out: Path) -> None:
+    torch.save(unit_scaled_dsfd(decode_image(image)[0]), str(out))
 
 
-def keypoints(root: Path, persons: dict, out: Path) -> dict:
+def vitpose_weights(out: Path) -> None:
     import mmcv
     from mmpose.apis import init_pose_model
 
-    seconds = {}
-    started = time.perf_counter()
     torch.manual_seed(0)
     model = init_pose_model(mmcv.Config.fromfile(str(detectors.packaged_vitpose_config())), None, device="cpu")
-    weights = out / "vitpose_h_random.pth"
-    torch.save({"state_dict": model.state_dict(), "meta": {"note": "random weights (tests)"}}, str(weights))
-    del model
-    seconds["random_weights"] = time.perf_counter() - started
-    source, _ = detectors.vitpose_source(weights, dp2_crop=True, flip_test=False)
-    started = time.perf_counter()
-    model = detectors.load_pose_model(weights, device="cpu", flip_test=False)
-    seconds["load"] = time.perf_counter() - started
-    started = time.perf_counter()
-    document = detectors.keypoints_for_persons(persons, root, model, dataset=persons["info"]["dataset"], source=source)
-    seconds["keypoints_per_person"] = (time.perf_counter() - started) / max(len(persons["annotations"]), 1)
-    return {"document": document, "seconds": seconds}
+    torch.save({"state_dict": model.state_dict(), "meta": {"note": "random weights (tests)"}}, str(out))
 
 
 if __name__ == "__main__":
-    command, root, persons, out, result = sys.argv[1:6]
-    job = {"faces": faces, "keypoints": keypoints}[command]
-    write_json_atomic(Path(result), job(Path(root), read_json(Path(persons)), Path(out)))
+    started = time.perf_counter()
+    if sys.argv[1] == "dsfd":
+        dsfd_weights(Path(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        vitpose_weights(Path(sys.argv[2]))
+    print(f"{sys.argv[1]} random weights in {time.perf_counter() - started:.0f} s")

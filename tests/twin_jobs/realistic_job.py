@@ -1,4 +1,5 @@
-"""Run inside the deepprivacy2 env twin by tests/test_stacks_realistic.py (Python 3.9, torch 1.13.1).
+"""Run inside the deepprivacy2 env twin by the stacks tests (tests/stacks.py, tests/test_stacks_realistic.py;
+Python 3.9, torch 1.13.1).
 
 ``checkpoints ROOT OUT SEED RESULT``: one random-weight checkpoint per pinned generator, built by
 dp2's own ``load_config`` + ``instantiate`` from its configs in the checkout ROOT and saved as
@@ -7,32 +8,25 @@ dp2's loader reads it (``load_generator_state``): the generator's weights under
 state for TriA-GAN: both places dp2 reads), TriA-GAN's ``to_rgb`` under the name its
 ``ckpt_mapper`` maps. RESULT gets {name: {path, md5, parameters}}.
 
-``anonymize JOB RESULT``: rule anonymize_shard_realistic's calls (scripts/anonymize_shard.py),
-for each group of JOB (one generator settings, several variants): ``apply_keypoints``,
-``prepare_generators`` once, then per variant ``build_realistic`` and ``anonymize_shard``.
-Every synthesis is timed; dp2's loading warnings and the CPU estimate are recorded; every
-tensor of the loaded generators is compared with its checkpoint's. RESULT gets one entry per
-variant.
+``loaded JOB RESULT``: the generators of JOB's settings loaded by ``load_generators`` from JOB's
+checkpoints (rule anonymize_shard_realistic's loader); RESULT gets the tensors of each that are not
+its checkpoint's, and dp2's warnings and output while loading.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import logging
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
-from anonymization_impact.io import file_digest, read_json, write_json_atomic
-from anonymization_impact.keypoints import apply_keypoints
+from anonymization_impact.io import file_digest, write_json_atomic
 from anonymization_impact.realistic.deepprivacy2 import GENERATORS
-from anonymization_impact.realistic.loading import prepare_generators
-from anonymization_impact.realistic.method import build_realistic
-from anonymization_impact.trees import anonymize_shard, persons_in_shard
-from anonymization_impact.variants import Variant
+from anonymization_impact.realistic.loading import load_generators
 
 CENTRES = 16
 # TriA-GAN's checkpoints name its output layer per resolution; its ckpt_mapper renames it
@@ -73,52 +67,16 @@ def weights_that_differ(generator, checkpoint_path: str) -> list[str]:
     return [key for key, value in generator.module.state_dict().items() if key not in state or not torch.equal(value.cpu(), state[key])]
 
 
-class Captured(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-def anonymize(job: dict) -> dict:
-    results = {}
-    for group in job["groups"]:
-        persons = read_json(job["persons"])
-        if job.get("keypoints"):
-            apply_keypoints(persons, read_json(job["keypoints"]))
-        faces = read_json(job["faces"]) if job.get("faces") else None
-        log, captured = logging.getLogger("anonymize_shard"), Captured()
-        log.addHandler(captured)
-        started = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            generators, device = prepare_generators(group["generators"], group["weights"], job["dp2_root"], persons_in_shard(persons, 0, 1), log)
-        loaded = time.perf_counter() - started
-        differing = {role: weights_that_differ(generators[size], group["weights"][role])
-                     for role, size in zip(group["generators"]["roles"], generators)}
-        for name, settings in group["variants"].items():
-            variant = Variant(name, settings)
-            method = build_realistic(variant.settings, generators, device)
-            timings, synthesize = [], method.synthesize
-
-            def timed(*args, **kwargs):
-                begin = time.perf_counter()
-                pixels = synthesize(*args, **kwargs)
-                timings.append(time.perf_counter() - begin)
-                return pixels
-
-            method.synthesize = timed
-            started = time.perf_counter()
-            audit = anonymize_shard(root=Path(job["root"]), persons=persons, faces=faces, variant=variant.settings, method=method,
-                                    shard=0, shards=1, output_dir=Path(job["output"]) / name, leak_check_images=job["leak_check_images"],
-                                    hide_pending=job["hide_pending"])
-            results[name] = {"audit": audit, "device": device, "shard_seconds": time.perf_counter() - started,
-                             "synthesis_seconds": timings, "load_seconds": loaded, "log": captured.messages,
-                             "warnings": [str(w.message) for w in caught], "weights_differing": differing}
-        log.removeHandler(captured)
-    return results
+def loaded(job: dict) -> dict:
+    """dp2's loader on each checkpoint (load_generators, as prepare_generators calls it): the tensors
+    that do not come from the file, and what dp2 warned while loading."""
+    captured = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        warnings.simplefilter("always")
+        generators = load_generators(job["settings"], job["weights"], "cpu", job["dp2_root"])
+    differing = {role: weights_that_differ(generators[size], job["weights"][role]) for role, size in zip(job["settings"]["roles"], generators)}
+    return {"differing": differing, "warnings": [str(w.message) for w in caught], "output": captured.getvalue(),
+            "parameters": {role: sum(p.numel() for p in generators[size].module.parameters()) for role, size in zip(job["settings"]["roles"], generators)}}
 
 
 if __name__ == "__main__":
@@ -126,5 +84,5 @@ if __name__ == "__main__":
     if command == "checkpoints":
         result = checkpoints(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
     else:
-        result = anonymize(json.loads(Path(sys.argv[2]).read_text()))
+        result = loaded(json.loads(Path(sys.argv[2]).read_text()))
     write_json_atomic(Path(sys.argv[-1]), result)
