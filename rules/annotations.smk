@@ -18,6 +18,6 @@ rule normalize_annotations:
         env_module("data"),
     params:
         root=get_dataset_root,
-        verify_images=lookup("datasets/{dataset}/verify_images", within=config),
+        verify_images=config_at("datasets/{dataset}/verify_images"),
     script:
         "../scripts/normalize_annotations.py"

@@ -75,7 +75,7 @@ rule plot_qualitative:
     params:
         raw_root=get_dataset_root,
         variants=get_qualitative_variants,
-        image=lookup("qualitative/images/{dataset}", within=config),
-        blur_faces=lookup("qualitative/blur_original_faces/{dataset}", within=config),
+        image=config_at("qualitative/images/{dataset}"),
+        blur_faces=config_at("qualitative/blur_original_faces/{dataset}"),
     script:
         "../scripts/plot_qualitative.py"

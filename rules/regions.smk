@@ -17,7 +17,7 @@ rule match_faces:
     envmodules:
         env_module("anonymize"),
     params:
-        confidence=lookup("face_detection/confidence/{dataset}", within=config),
+        confidence=config_at("face_detection/confidence/{dataset}"),
         min_iou=config["face_detection"]["min_match_iou"],
     script:
         "../scripts/match_faces.py"
@@ -99,7 +99,7 @@ rule import_authors_face_detections:
         env_module("anonymize"),
     params:
         root=get_dataset_root,
-        files=lookup("regions/authors_files/{dataset}", within=config),
+        files=config_at("regions/authors_files/{dataset}"),
         max_misfit_fraction=config["regions"]["max_misfit_fraction"],
         # our own thresholds: face boxes must match again as match_faces will match them,
         # keypoints are visible as this workflow decides

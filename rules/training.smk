@@ -98,6 +98,6 @@ rule evaluate:
     params:
         root=get_dataset_root,
         task=get_task,
-        synthetic=lookup("datasets/{dataset}/synthetic", within=config),
+        synthetic=config_at("datasets/{dataset}/synthetic"),
     script:
         "../scripts/evaluate.py"
