@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from anonymization_impact import DATASETS, KEYPOINT_ANNOTATED_DATASETS, SPLITS, TASKS
-from anonymization_impact import cost, plan
+from anonymization_impact import cost, plan, walltime
 from snakemake.utils import update_config
 
 from anonymization_impact.config import (
@@ -84,6 +84,8 @@ os.environ["ANONYMIZATION_IMPACT_SCRIPTS"] = str(Path(workflow.basedir) / "scrip
 os.environ["ANONYMIZATION_IMPACT_LOAD_ENV"] = (
     "module load" if "ENV_MODULES" in _METHODS else ":"
 )
+# how long before a scheduler's time limit a training job stops (anonymization_impact.walltime)
+os.environ[walltime.MARGIN_VARIABLE] = str(config["cluster"]["stop_margin_minutes"])
 
 
 # set above, not by the user; declared so that Snakemake passes them on to remote jobs
@@ -91,6 +93,7 @@ envvars:
     "ANONYMIZATION_IMPACT_PYTHON",
     "ANONYMIZATION_IMPACT_SCRIPTS",
     "ANONYMIZATION_IMPACT_LOAD_ENV",
+    "ANONYMIZATION_IMPACT_STOP_MARGIN_MINUTES",
 
 
 def env_module(env):
@@ -368,6 +371,19 @@ def get_task(wildcards):
 # cluster.gpu_model (or the median of matching benchmarks of earlier runs here) with the
 # margin of cluster.runtime_margin; `python -m tools.cost_plan` prints them all.
 COST_CONTEXT = cost.Context.of(config, Path.cwd())
+
+
+def get_training_retries():
+    """Retries of train_model: under cluster.max_runtime_minutes, as many as the longest run
+    needs jobs (each resuming the last, with cluster.runtime_margin) and one for a failure;
+    else the profile's. None in a job's own Snakemake on the node: there a retry would
+    resume inside the allocation that is about to end."""
+    if not workflow.is_main_process:
+        return None
+    try:
+        return cost.training_retries(config, COST_CONTEXT)
+    except WorkflowInputError as error:
+        sys.exit(f"{type(error).__name__}: {error}")
 
 
 def get_runtime(rule):

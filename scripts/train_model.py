@@ -10,6 +10,7 @@ from anonymization_impact.logs import logged
 from anonymization_impact.rule_job import job_of
 from anonymization_impact.training import backend
 from anonymization_impact.training.job import TrainingJob
+from anonymization_impact.walltime import job_deadline
 
 # the job: injected by Snakemake's script: or a test, else the command line's (rule_job), as the rule calls it
 snakemake = job_of(globals(), sys.argv[1:])
@@ -25,6 +26,7 @@ with logged(snakemake.log[0]) as log:
         threads=snakemake.threads,
     )
     _, device_record = resolve(job.device, "training.device", log)  # the GPU guard, before any work
+    job.deadline = job_deadline(log=log)  # under a scheduler's time limit: stop with a checkpoint before it
     log.info("training %s", job.description())
     summary = backend(settings["backend"]).train(job, progress=lambda items: tqdm(items, file=sys.stderr, mininterval=30, desc="iterations"))
     # What was really trained (the twins' schedule substitutes the model's backbone).

@@ -38,6 +38,7 @@ MUNGE_RUN = Path("/run/munge")
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 BINARIES = ["munged", "munge", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "scancel"]
 PARTITION = "debug"  # the overlay profile's partition, for CPU and GPU rules alike
+SHORT_PARTITION = "short"  # MaxTime=1 (minute), for the chained training run
 TARGETS = [
     "results/annotations/cityscapes/train/persons.json",
     "results/anonymized/cityscapes/body-maskout/audit.json",
@@ -147,7 +148,7 @@ class Cluster:
         """Cancel the jobs, stop the daemons started here (only those), restore /etc/slurm."""
         try:
             if any(name == "slurmctld" for name, _ in self.processes):
-                subprocess.run([_tool("scancel"), "--full", "--partition", PARTITION], capture_output=True, timeout=30)
+                subprocess.run([_tool("scancel"), "--full", "--partition", f"{PARTITION},{SHORT_PARTITION}"], capture_output=True, timeout=30)
                 deadline = time.monotonic() + 30
                 while time.monotonic() < deadline:
                     queue = _slurm("squeue", "--noheader", "--states=PENDING,RUNNING,COMPLETING,CONFIGURING,SUSPENDED", "--format=%i")
@@ -206,7 +207,7 @@ def slurm_cluster(tmp_path_factory):
             )
             _wait(_munge_works, 20, "munged answering", cluster, (munge_dir / "munged.log",))
         ETC.mkdir(exist_ok=True)
-        settings = {"state": state, "cpus": os.cpu_count() or 1, "memory": _node_memory_mb(), "partition": PARTITION}
+        settings = {"state": state, "cpus": os.cpu_count() or 1, "memory": _node_memory_mb(), "partition": PARTITION, "short_partition": SHORT_PARTITION}
         cluster.write(ETC / "slurm.conf", (HERE / "slurm.conf.in").read_text().format(**settings))
         cluster.write(ETC / "gres.conf", (HERE / "gres.conf.in").read_text())
         cluster.start("slurmctld", [_tool("slurmctld"), "-D", "-i"])
@@ -218,8 +219,8 @@ def slurm_cluster(tmp_path_factory):
         cluster.teardown()
 
 
-def _profile(directory: Path) -> Path:
-    """profiles/slurm/config.yaml with tests/slurm/overlay.yaml merged over it."""
+def _profile(directory: Path, extra: dict | None = None) -> Path:
+    """profiles/slurm/config.yaml with tests/slurm/overlay.yaml (and ``extra``) merged over it."""
 
     def merge(base: dict, overlay: dict) -> dict:
         merged = dict(base)
@@ -233,15 +234,15 @@ def _profile(directory: Path) -> Path:
         return merged
 
     real = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
-    overlay = yaml.safe_load((HERE / "overlay.yaml").read_text())
+    overlay = merge(yaml.safe_load((HERE / "overlay.yaml").read_text()), extra or {})
     assert set(overlay["set-resources"]) <= set(real["set-resources"]), "the overlay may only adjust rules the real profile names"
     directory.mkdir()
     (directory / "config.yaml").write_text(yaml.safe_dump(merge(real, overlay), sort_keys=False))
     return directory
 
 
-def _run_through_slurm(workdir: Path, profile: Path, config: Path, *extra: str) -> tuple[int, str]:
-    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile", str(profile), *TARGETS, "--configfile", str(REPO / "config.yaml"), str(config), *extra]
+def _run_through_slurm(workdir: Path, profile: Path, config: Path, *extra: str, targets: list[str] = TARGETS) -> tuple[int, str]:
+    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--profile", str(profile), *targets, "--configfile", str(REPO / "config.yaml"), str(config), *extra]
     env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
     env["PATH"] = os.pathsep.join([str(Path(SNAKEMAKE[0]).parent), SEARCH_PATH])  # jobs run snakemake from the venv
     with open(workdir / "snakemake.out", "w+") as out:
@@ -271,17 +272,25 @@ def _jobs_of_run(run_id: str) -> dict[str, dict[str, str]]:
     return jobs
 
 
-def test_demo_part_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
-    workdir = tmp_path / "work"
+@pytest.fixture(scope="module")
+def demo_run(slurm_cluster, tmp_path_factory) -> dict:
+    """Part of the demo through the profile; its working directory (twins, annotations, the
+    pre-trained backbone) is reused by the chained training run."""
+    base = tmp_path_factory.mktemp("demo")
+    workdir = base / "work"
     workdir.mkdir()
-    config = workdir / "overlay.yaml"
+    config = base / "overlay.yaml"
     only_cityscapes = {"coco": {"enabled": False}, "bdd100k": {"enabled": False}}
     # the node's A100 is fake (gres on /dev/null): the GPU jobs train on the CPU on purpose
     on_cpu = {"training": {**TINY_TRAINING["training"], "device": "cpu"}}
     config.write_text(yaml.safe_dump({"synthetic": SMALL_TWINS, **on_cpu, "datasets": only_cityscapes, "anonymization": {"shards": 2}}))
-    profile = _profile(tmp_path / "profile")
-
+    profile = _profile(base / "profile")
     returncode, output = _run_through_slurm(workdir, profile, config)
+    return {"workdir": workdir, "config": config, "profile": profile, "returncode": returncode, "output": output}
+
+
+def test_demo_part_runs_through_the_slurm_profile(demo_run, slurm_cluster):
+    workdir, config, profile, returncode, output = (demo_run[key] for key in ("workdir", "config", "profile", "returncode", "output"))
     ctld_log = (slurm_cluster / "slurmctld.log").read_text(errors="replace")
     assert returncode == 0, output[-6000:] + "\n--- slurmctld.log\n" + ctld_log[-3000:]
 
@@ -328,10 +337,58 @@ def test_demo_part_runs_through_the_slurm_profile(slurm_cluster, tmp_path):
 
     # The GPU guard: with training.device auto, train_model gets the fake A100 from the scheduler,
     # which it cannot use (no driver): it refuses to train on the CPU and says why, in its log.
-    guarded = workdir / "auto.yaml"
+    guarded = config.parent / "auto.yaml"
     guarded.write_text(yaml.safe_dump({"training": {"device": "auto"}}))
     returncode, output = _run_through_slurm(workdir, profile, config, str(guarded), "--forcerun", "train_model", "--retries", "0")
     assert returncode != 0
     log = (workdir / "logs" / "models" / "cityscapes" / "original" / "mask_rcnn_r50_fpn" / "seed0.log").read_text()
     assert "training.device is auto and the scheduler gave this job a GPU, but the job cannot use it" in log, log[-2000:]
     assert "Refusing to run on the CPU" in log
+
+
+MODEL = "results/models/cityscapes/original/mask_rcnn_r50_fpn/seed0/model_final.pth"
+CHAINED_ITERATIONS = 600  # ~25 s of training here: 3 jobs of ~11 s (a 2x faster machine needs 2)
+
+
+def test_training_longer_than_the_partition_allows_runs_as_a_chain_of_jobs(demo_run, slurm_cluster, tmp_path):
+    """cluster.max_runtime_minutes 1 on a partition with MaxTime=1: each train_model job stops
+    45 s before SLURM's end of it with a checkpoint (exit 75), Snakemake's retries submit the
+    next, which resumes; the weights equal an uninterrupted run's, byte for byte."""
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(yaml.safe_dump({"training": {"synthetic": {"iterations": CHAINED_ITERATIONS}}}))
+    # runtime_margin 10: retries for 10x the expected training time (a model, not this machine's speed)
+    limited = tmp_path / "limited.yaml"
+    limited.write_text(yaml.safe_dump({"cluster": {"max_runtime_minutes": 1, "stop_margin_minutes": 0.75, "runtime_margin": 10}}))
+    uninterrupted, chained = tmp_path / "uninterrupted", tmp_path / "chained"
+    for workdir in (uninterrupted, chained):  # the demo's twins, annotations and backbone
+        shutil.copytree(demo_run["workdir"], workdir, symlinks=True)
+
+    local = subprocess.run([*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(uninterrupted), "--cores", "1", MODEL,
+                            "--configfile", str(REPO / "config.yaml"), str(demo_run["config"]), str(longer)], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert local.returncode == 0, local.stderr[-4000:]
+    assert read_json(uninterrupted / MODEL.replace("model_final.pth", "training.json"))["resumed_at"] == 0
+
+    short = {"set-resources": {"train_model": {"slurm_partition": SHORT_PARTITION, "runtime": None}}}  # runtime from the cost model, capped at 1
+    profile = _profile(tmp_path / "profile", short)
+    returncode, output = _run_through_slurm(chained, profile, demo_run["config"], str(longer), str(limited), targets=[MODEL])
+    ctld_log = (slurm_cluster / "slurmctld.log").read_text(errors="replace")
+    assert returncode == 0, output[-6000:] + "\n--- slurmctld.log\n" + ctld_log[-3000:]
+    assert (chained / MODEL).read_bytes() == (uninterrupted / MODEL).read_bytes()
+    assert read_json(chained / MODEL.replace("model_final.pth", "training.json"))["resumed_at"] > 0
+
+    # The scheduler's records: a chain of train_model jobs on the short partition, each but the
+    # last stopped by itself before the limit (FAILED, not TIMEOUT), the last completed.
+    run_id = re.search(r"^SLURM run ID: (\S+)$", output, re.MULTILINE).group(1)
+    chain = sorted((job for job in _jobs_of_run(run_id).values() if job["Comment"].startswith("rule_train_model")), key=lambda job: int(job["JobId"]))
+    assert len(chain) >= 2, output[-3000:]
+    for job in chain:
+        assert job["Partition"] == SHORT_PARTITION and job["TimeLimit"] == "00:01:00", job
+    for job in chain[:-1]:
+        assert job["JobState"] == "FAILED", job
+    assert chain[-1]["JobState"] == "COMPLETED" and chain[-1]["ExitCode"] == "0:0", chain[-1]
+    logs = dict(re.findall(r"^Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.$", output, re.MULTILINE))
+    for job in chain[:-1]:  # the job's Snakemake ran the command once, which stopped itself (exit 75)
+        said = Path(logs[job["JobId"]]).read_text()
+        assert len(re.findall(rf"TimeLimitReached: stopped after iteration \d+ of {CHAINED_ITERATIONS} .* before its time limit", said)) == 1, said[-3000:]
+        assert "Trying to restart job" not in said and "forcing job termination" not in said, said[-3000:]
+    print(f"\n{len(chain)} jobs: " + ", ".join(f"{job['JobId']} {job['JobState']} {job['RunTime']}" for job in chain))

@@ -365,10 +365,42 @@ def slurm_minutes(config: dict, seconds: float, attempt: int = 1) -> int:
     return min(minutes, cluster["max_runtime_minutes"] or minutes)
 
 
+def usable_minutes(config: dict) -> float | None:
+    """Minutes of work in one job under cluster.max_runtime_minutes: the limit less the stop
+    margin; None without a limit."""
+    cluster = config["cluster"]
+    return cluster["max_runtime_minutes"] - cluster["stop_margin_minutes"] if cluster["max_runtime_minutes"] else None
+
+
 def attempts_needed(config: dict, seconds: float) -> int:
     """SLURM jobs one run needs under cluster.max_runtime_minutes (each resuming the last)."""
-    limit = config["cluster"]["max_runtime_minutes"]
-    return math.ceil(seconds * config["cluster"]["runtime_margin"] / 60 / limit) if limit else 1
+    usable = usable_minutes(config)
+    return math.ceil(seconds * config["cluster"]["runtime_margin"] / 60 / usable) if usable else 1
+
+
+def training_retries(config: dict, context: Context) -> int | None:
+    """Retries of rule train_model under a time limit: the attempts its longest run needs, and
+    one for a failure; None without a limit (the profile's retries apply). Refuses a limit that
+    leaves less than one checkpoint interval of the slowest schedule per job."""
+    usable = usable_minutes(config)
+    if usable is None:
+        return None
+    cluster, every = config["cluster"], config["training"]["checkpoint_every"]
+    limit = f"cluster.max_runtime_minutes {cluster['max_runtime_minutes']} less cluster.stop_margin_minutes {cluster['stop_margin_minutes']:g}"
+    if usable <= 0:
+        raise WorkflowInputError(f"{limit} leaves no time for training; lower stop_margin_minutes or raise max_runtime_minutes to the partition's limit")
+    attempts = 1
+    for kind in sorted({(run.dataset, run.model) for run in plan.metric_runs(config)}):
+        seconds = estimate(config, context, "train_model", *kind).seconds
+        iterations = plan.schedule(config, kind[0])["iterations"]
+        interval = seconds / iterations * min(every, iterations) * cluster["runtime_margin"]
+        if interval > usable * 60:
+            raise WorkflowInputError(
+                f"{limit} leaves {usable:g} min per job, shorter than one checkpoint interval of {kind[1]} on {kind[0]} "
+                f"(training.checkpoint_every {every} iterations, ~{interval / 60:.0f} min with the runtime margin): "
+                "lower training.checkpoint_every, or raise the limit")
+        attempts = max(attempts, attempts_needed(config, seconds))
+    return attempts
 
 
 # --------------------------------------------------------------------------------- targets

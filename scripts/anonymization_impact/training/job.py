@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import TASKS
+from ..walltime import Deadline
 
 
 @dataclass
@@ -27,6 +28,7 @@ class TrainingJob:
     threads: int = 2
     fingerprint_extra: dict = field(default_factory=dict)  # anything else a checkpoint must match
     exclude_classes: tuple[str, ...] = ()  # class names left out of training
+    deadline: Deadline | None = None  # stop with a checkpoint by then (a scheduler's time limit); not in the description
 
     @classmethod
     def from_settings(cls, settings: dict, *, image_root, annotation, output, checkpoint_dir, threads: int) -> "TrainingJob":

@@ -30,6 +30,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from ..errors import WorkflowInputError
 from ..io import decode_image, write_bytes_atomic
 from ..masks import encode
+from ..walltime import TimeLimitReached
 from .common import TrainingDiverged, framework_record, resolve_device
 from .data import DetectionSamples, batch_indices, flip_decision
 from .job import TrainingJob
@@ -265,6 +266,12 @@ def train(job: TrainingJob, progress=None) -> dict:
             log.info("iteration %d lr %.5f loss %.4f %s", iteration, learning_rate(iteration, schedule), loss.item(), {k: round(v.item(), 4) for k, v in losses.items()})
         if (iteration + 1) % job.checkpoint_every == 0 and iteration + 1 < schedule["iterations"]:
             _checkpoint(job, model, optimizer, iteration + 1)
+        if job.deadline and iteration + 1 < schedule["iterations"] and job.deadline.reached():
+            _checkpoint(job, model, optimizer, iteration + 1)
+            raise TimeLimitReached(
+                f"stopped after iteration {iteration + 1} of {schedule['iterations']} (this job started at {start}) before its time limit, "
+                f"by {job.deadline.describe()}; checkpoint {_checkpoint_path(job)}: the next attempt resumes there"
+            )
     save_atomic(
         {
             "model": model.state_dict(),
