@@ -23,13 +23,23 @@ from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.realistic import DP2_COMMIT, DP2_REPOSITORY
 from anonymization_impact.rule_job import encode
 from anonymization_impact.variants import Variant, variant_names
-from anonymization_impact.weights import entry_for_file, placed_weights
+from anonymization_impact.weights import (
+    check_placed_files,
+    entry_for_file,
+    placed_weights,
+)
 
 _overrides = typed_overrides(dict(workflow.config_settings.config))  # --config only
 update_config(config, _overrides)
 try:
     _validated = validate_config(config)
     check_dataset_roots(_validated)
+    if (
+        workflow.is_main_process
+    ):  # weights placed by hand, once per file (a job's own run skips it)
+        check_placed_files(
+            _validated, Path(".snakemake/anonymization-impact/verified-weights.json")
+        )
 except WorkflowInputError as error:
     sys.exit(f"{type(error).__name__}: {with_override_hint(str(error), _overrides)}")
 config.update(_validated)

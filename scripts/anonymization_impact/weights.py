@@ -2,15 +2,18 @@
 
 An entry names a file, where the download rule fetches it, and its md5 (DeepPrivacy2's and
 most model zoos' published checksum) or sha256 (the leading digits torchvision puts in its file
-names); a file the user placed by hand is accepted when its checksum matches.
+names); a file the user placed by hand is accepted when its checksum matches. Every file already
+in place is checked when the DAG is built (:func:`check_placed_files`), so a corrupt one stops
+the workflow before a GPU job queues for it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .errors import WorkflowInputError
-from .io import file_digest
+from .io import file_digest, write_json_atomic
 
 CHECKSUMS = ("md5", "sha256")
 
@@ -82,3 +85,28 @@ def entry_for_file(config: dict, path: str) -> dict:
             return {"name": name, **entry}
     raise WorkflowInputError(f"no entry of config key 'weights' has the file {path}")
 
+
+
+def check_placed_files(config: dict, verified: Path) -> None:
+    """Every `weights` file already in place has its known size and checksum, checked while the
+    DAG is built. A file whose checksum was verified at this size and modification time (the
+    record in ``verified``) is not hashed again, so the multi-GB detector weights cost their
+    hash once. Files not in place yet are left to the download rule."""
+    record = json.loads(verified.read_text()) if verified.is_file() else {}
+    changed = False
+    for name, entry in sorted(config["weights"].items()):
+        path = Path(entry["path"])
+        if not path.is_file():
+            continue
+        placed_weights(config, name, "the config")  # the size, where known
+        checksum = expected_checksum(entry)
+        if checksum is None:
+            continue
+        stat = path.stat()
+        stamp = [stat.st_size, stat.st_mtime_ns, *checksum]
+        key = str(path.resolve())
+        if record.get(key) != stamp:
+            verify_weights(name, entry)
+            record[key], changed = stamp, True
+    if changed:
+        write_json_atomic(verified, record, indent=1)
