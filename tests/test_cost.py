@@ -119,8 +119,7 @@ def test_measured_benchmarks_of_the_same_runs_replace_the_reference(config, tmp_
 
 
 def test_every_gpu_rule_asks_the_cost_model_for_its_runtime():
-    with open(REPO / "profiles" / "slurm" / "config.yaml") as handle:
-        profile = yaml.safe_load(handle)
+    profile = cost_plan.read_profile(REPO / "profiles" / "slurm")
     gpu_rules = {rule for rule, values in profile["set-resources"].items() if values.get("gpu")}
     assert gpu_rules == set(cost.GPU_RULES)
     assert not any("runtime" in profile["set-resources"][rule] for rule in gpu_rules)  # no hand-set numbers left
@@ -129,6 +128,20 @@ def test_every_gpu_rule_asks_the_cost_model_for_its_runtime():
     rules = "".join(path.read_text() for path in (REPO / "rules").glob("*.smk"))
     for rule in gpu_rules:
         assert re.search(rf"(rule {rule}:|as {rule} with:)(?:(?!\nrule |\nuse rule ).)*runtime=get_runtime\(\"{rule}\"\)", rules, re.S), rule
+
+
+def test_the_sites_values_are_set_once_and_every_rule_derives_them():
+    text = (REPO / "profiles" / "slurm" / "config.yaml").read_text()
+    site = yaml.safe_load(text)["__variables__"]
+    assert set(site) == {"cpu_partition", "gpu_partition", "account", "gpu_gres"}
+    for value in site.values():  # written once, in __variables__; everything else refers to it
+        assert text.count(f'"{value}"') == 1, value
+    profile = cost_plan.read_profile(REPO / "profiles" / "slurm")
+    assert profile["default-resources"]["slurm_partition"] == site["cpu_partition"] and profile["default-resources"]["slurm_account"] == site["account"]
+    gpu_jobs = [values for values in profile["set-resources"].values() if values.get("gpu")]
+    assert len(gpu_jobs) == len(cost.GPU_RULES)
+    assert all(values["slurm_partition"] == site["gpu_partition"] and values["gpu_model"] == site["gpu_gres"] for values in gpu_jobs)
+    assert all("slurm_partition" not in values for values in profile["set-resources"].values() if not values.get("gpu"))  # the CPU default
 
 
 def test_the_paper_plan_in_the_dag_requests_the_models_runtimes(config, twins, tmp_path):

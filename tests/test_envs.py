@@ -25,6 +25,7 @@ from anonymization_impact.training.detectron2_backend import DETECTRON2_COMMIT, 
 from anonymization_impact.training.mmdetection.common import MMDETECTION_COMMIT
 
 from conftest import REPO
+from tools.cost_plan import read_profile
 
 PACKAGE = "anonymization_impact"
 TRAINING = REPO / "scripts" / PACKAGE / "training"
@@ -314,7 +315,7 @@ def test_gpu_rules_get_a_cuda_build_of_pytorch():
     """The rules the SLURM profile gives a GPU get a CUDA build: PyPI's Linux wheel (the CUDA
     build; the CPU one would be torch==X+cpu), or conda's PyTorch with cudatoolkit / pytorch-cuda
     (the pytorch channel) or pytorch-gpu (conda-forge's CUDA build)."""
-    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    profile = read_profile(REPO / "profiles" / "slurm")
     gpu_rules = [rule for rule, resources in profile["set-resources"].items() if resources.get("gpu")]
     assert set(gpu_rules) == {"train_model", "predict", "anonymize_shard_realistic", "detect_faces", "detect_keypoints"}
     for rule in gpu_rules:

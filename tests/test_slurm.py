@@ -29,6 +29,7 @@ from anonymization_impact.evaluation import validate_metrics_document
 from anonymization_impact.io import read_json
 
 from conftest import REPO, SMALL_TWINS, SNAKEMAKE
+from tools.cost_plan import read_profile
 from test_workflow import TINY_TRAINING
 
 HERE = Path(__file__).resolve().parent / "slurm"
@@ -233,7 +234,7 @@ def _profile(directory: Path, extra: dict | None = None) -> Path:
                 merged[key] = value
         return merged
 
-    real = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    real = read_profile(REPO / "profiles" / "slurm")  # the site's values (__variables__) filled in
     overlay = merge(yaml.safe_load((HERE / "overlay.yaml").read_text()), extra or {})
     assert set(overlay["set-resources"]) <= set(real["set-resources"]), "the overlay may only adjust rules the real profile names"
     directory.mkdir()

@@ -42,10 +42,18 @@ def default_targets(config: dict) -> list[str]:
     return [*sorted(plan.table_targets(config), key=lambda name: (name == "appendix", name)), "fig8", "all"]
 
 
+def read_profile(profile: Path) -> dict:
+    """A Snakemake profile's settings as Snakemake reads them: a YTE template (profiles/slurm's
+    site values in __variables__) evaluated."""
+    import yte
+
+    with open(profile / "config.yaml") as handle:
+        return yte.process_yaml(handle, require_use_yte=True)
+
+
 def profile_runtimes(profile: Path) -> tuple[dict[str, int], int | None, int]:
     """({rule: runtime} set by the SLURM profile, its default runtime, its retries)."""
-    with open(profile / "config.yaml") as handle:
-        settings = yaml.safe_load(handle)
+    settings = read_profile(profile)
     rules = {rule: values["runtime"] for rule, values in (settings.get("set-resources") or {}).items() if "runtime" in values}
     return rules, (settings.get("default-resources") or {}).get("runtime"), settings.get("retries", 0)
 
