@@ -5,7 +5,8 @@
 
 What needs a hand inside the training process: a diverging run - through detectron2's RPN check (a
 learning rate of 100) and through its loss check (a NaN loss injected into its forward pass) - stops
-with TrainingDiverged, its last checkpoint kept and no weights written. Training, a kill and resume,
+with TrainingDiverged, its last checkpoint kept and no weights written; a run whose deadline (a
+scheduler's time limit) has come stops with a checkpoint that the next run resumes. Training, a kill and resume,
 prediction and evaluation run through Snakemake as a user runs them (tests/test_stacks_training.py).
 Marked `stacks` (`make test-stacks`).
 """
@@ -45,6 +46,7 @@ from anonymization_impact.io import read_json, write_json_atomic
 from anonymization_impact.training import backend
 from anonymization_impact.training.common import TrainingDiverged
 from anonymization_impact.training.job import TrainingJob
+from anonymization_impact.walltime import Deadline, TimeLimitReached
 
 detectron2 = backend("detectron2")
 for request in read_json(sys.argv[1]):
@@ -58,11 +60,15 @@ for request in read_json(sys.argv[1]):
         GeneralizedRCNN.forward = poisoned
     out = Path(request["out"])
     job = TrainingJob.from_settings(request["settings"], image_root=request["root"], annotation=request["train"], output=out / "model_final.pth", checkpoint_dir=out / "checkpoints", threads=1)
+    if request.get("deadline") is not None:  # a scheduler's time limit, already reached
+        job.deadline = Deadline(request["deadline"], "the test's")
     try:
         result = {"summary": detectron2.train(job)}
     except TrainingDiverged as error:
         result = {"diverged": str(error)}
-    write_json_atomic(out / "result.json", result)
+    except TimeLimitReached as error:
+        result = {"stopped": str(error)}
+    write_json_atomic(out / request.get("result", "result.json"), result)
 """
 
 
@@ -129,3 +135,19 @@ def test_a_diverging_run_stops_with_training_diverged_and_keeps_its_checkpoint(s
         assert not (directory / "model_final.pth").exists() and not (out / "model_final.pth").exists()
         state = torch.load(directory / kept, map_location="cpu", weights_only=False)["model"]
         assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_run_at_its_time_limit_stops_with_a_checkpoint_that_the_next_job_resumes(stack, data, tmp_path):
+    """The deadline of a job under a scheduler's limit (docs/training.md): detectron2 saves a
+    checkpoint after the iteration that reached it and stops; the next attempt resumes there."""
+    python = twin(REPO / "envs" / f"{stack}.yaml") / "bin" / "python"
+    out = tmp_path / "chained"
+    requests = [_request(data, "cityscapes", out, deadline=0.0, result="first.json"), _request(data, "cityscapes", out, result="second.json")]
+    _finish(_driver(python, requests, data["base"]))
+    stopped = read_json(out / "first.json")["stopped"]
+    assert f"stopped after iteration 1 of {ITERATIONS} before its time limit" in stopped and "(the test's)" in stopped, stopped
+    directory = _checkpoint_dir(out)
+    assert torch.load(directory / "model_0000000.pth", map_location="cpu", weights_only=False)["iteration"] == 0
+    summary = read_json(out / "second.json")["summary"]
+    assert summary["resumed_at"] == 1 and summary["iterations"] == ITERATIONS and (out / "model_final.pth").is_file()

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import WorkflowInputError
 from ..io import decode_image, read_json, write_bytes_atomic
+from ..walltime import TimeLimitReached
 from .common import TrainingDiverged, framework_record, kept_categories, missing_framework, resolve_device
 from .job import TrainingJob
 from .predictions import coco_results
@@ -532,11 +533,23 @@ def _save_atomic(payload: dict, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def _trainer_class():
-    """detectron2's DefaultTrainer without evaluation, two checkpoints kept, and the full-model
-    gradient clipping of FULL_MODEL_CLIPPING."""
+def _trainer_class(deadline=None):
+    """detectron2's DefaultTrainer without evaluation, two checkpoints kept, the full-model
+    gradient clipping of FULL_MODEL_CLIPPING, and a stop with a checkpoint by ``deadline``
+    (a scheduler's time limit, anonymization_impact.walltime)."""
     import torch
     from detectron2.engine import DefaultTrainer, hooks
+
+    class StopBeforeTheLimit(hooks.HookBase):
+        def after_step(self):
+            trainer, done = self.trainer, self.trainer.iter + 1
+            if done < trainer.max_iter and deadline.reached():
+                # as PeriodicCheckpointer saves: resume_or_load continues at iteration + 1
+                trainer.checkpointer.save(f"model_{trainer.iter:07d}", iteration=trainer.iter)
+                raise TimeLimitReached(
+                    f"stopped after iteration {done} of {trainer.max_iter} before its time limit, by {deadline.describe()}; "
+                    f"checkpoint model_{trainer.iter:07d}.pth in {trainer.cfg.OUTPUT_DIR}: the next attempt resumes there"
+                )
 
     class Trainer(DefaultTrainer):
         def build_hooks(self):
@@ -549,7 +562,7 @@ def _trainer_class():
                     # and the killed run's count as well: a run resumed n times would otherwise keep 2 + n
                     hook.recent_checkpoints = sorted(str(path) for path in Path(self.cfg.OUTPUT_DIR).glob("model_[0-9]*.pth"))
                 kept.append(hook)
-            return kept
+            return kept + [StopBeforeTheLimit()] if deadline else kept
 
         @classmethod
         def build_optimizer(cls, cfg, model):
@@ -629,7 +642,7 @@ def train(job: TrainingJob, progress=None) -> dict:
     log.info("detectron2 config %s + %s", base_config(dataset, job.architecture), json.dumps(overrides, default=str))
 
     started = time.perf_counter()
-    trainer = _trainer_class()(cfg)
+    trainer = _trainer_class(job.deadline)(cfg)
     trainer.resume_or_load(resume=True)  # continues from OUTPUT_DIR/last_checkpoint if any
     resumed_at = trainer.start_iter
     if weights_kind == "torchvision" and resumed_at == 0:
