@@ -143,11 +143,13 @@ def test_a_run_at_its_time_limit_stops_with_a_checkpoint_that_the_next_job_resum
     checkpoint after the iteration that reached it and stops; the next attempt resumes there."""
     python = twin(REPO / "envs" / f"{stack}.yaml") / "bin" / "python"
     out = tmp_path / "chained"
-    requests = [_request(data, "cityscapes", out, deadline=0.0, result="first.json"), _request(data, "cityscapes", out, result="second.json")]
-    _finish(_driver(python, requests, data["base"]))
+    _finish(_driver(python, [_request(data, "cityscapes", out, deadline=0.0, result="first.json")], data["base"]))
     stopped = read_json(out / "first.json")["stopped"]
     assert f"stopped after iteration 1 of {ITERATIONS} before its time limit" in stopped and "(the test's)" in stopped, stopped
     directory = _checkpoint_dir(out)
+    assert (directory / "last_checkpoint").read_text().strip() == "model_0000000.pth"
     assert torch.load(directory / "model_0000000.pth", map_location="cpu", weights_only=False)["iteration"] == 0
+    assert not (out / "model_final.pth").exists()
+    _finish(_driver(python, [_request(data, "cityscapes", out, result="second.json")], data["base"]))
     summary = read_json(out / "second.json")["summary"]
     assert summary["resumed_at"] == 1 and summary["iterations"] == ITERATIONS and (out / "model_final.pth").is_file()
