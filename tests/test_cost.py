@@ -144,6 +144,16 @@ def test_the_sites_values_are_set_once_and_every_rule_derives_them():
     assert all("slurm_partition" not in values for values in profile["set-resources"].values() if not values.get("gpu"))  # the CPU default
 
 
+def test_a_misspelt_site_value_stops_snakemake_naming_it(tmp_path):
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    text = (REPO / "profiles" / "slurm" / "config.yaml").read_text()
+    (profile / "config.yaml").write_text(text.replace("  gpu_partition:", "  gpu_partiton:", 1))
+    result = run_snakemake(tmp_path, "--profile", str(profile), "-n", "table1", "--configfile", str(REPO / "config.yaml"))
+    assert result.returncode != 0
+    assert "Error processing template in section /set-resources/train_model/slurm_partition: NameError: name 'gpu_partition' is not defined" in result.stderr
+
+
 def test_the_paper_plan_in_the_dag_requests_the_models_runtimes(config, twins, tmp_path):
     """A dry run of Table 3 on real roots: the GPU jobs ask for the model's minutes (a dry run
     does not show train_model's: its message replaces the job's details)."""
