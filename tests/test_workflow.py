@@ -387,6 +387,9 @@ def test_weights_and_dp2s_checkout_placed_by_hand_are_used_whatever_their_date(t
     for path in [*weights, checkout]:
         os.utime(path, (0, 946684800))  # 2000-01-01
     overlay = {"datasets": {"cityscapes": {"synthetic": False, "root": str(twins["cityscapes"]["root"])}, "coco": {"enabled": False}, "bdd100k": {"enabled": False}}}
+    # the placed files' checksums (the DAG build checks every file in place against its entry)
+    overlay["weights"] = {name: {algorithm: hashlib.new(algorithm, b"placed by hand").hexdigest() for algorithm in ("md5", "sha256") if config["weights"][name].get(algorithm)}
+                          for name in names}
     targets = [f"results/anonymized/cityscapes/{variant}/audit.json" for variant in ("face-realistic-hrfaces", "body-realistic")]
     result = run_snakemake(workdir, "-n", *targets, *_overlay(workdir, overlay))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -395,7 +398,7 @@ def test_weights_and_dp2s_checkout_placed_by_hand_are_used_whatever_their_date(t
 
     source = tmp_path / "served.bin"  # the command still fetches and checks what is missing
     source.write_bytes(b"weights")
-    overlay["weights"] = {"served": {"path": "resources/weights/served.bin", "url": source.as_uri(), "sha256": hashlib.sha256(b"weights").hexdigest()}}
+    overlay["weights"]["served"] = {"path": "resources/weights/served.bin", "url": source.as_uri(), "sha256": hashlib.sha256(b"weights").hexdigest()}
     result = run_snakemake(workdir, "--cores", "1", "resources/weights/served.bin", *_overlay(workdir, overlay))
     assert result.returncode == 0 and (workdir / "resources/weights/served.bin").read_bytes() == b"weights", result.stderr[-3000:]
 
