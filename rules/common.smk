@@ -34,9 +34,8 @@ update_config(config, _overrides)
 try:
     _validated = validate_config(config)
     check_dataset_roots(_validated)
-    if (
-        workflow.is_main_process
-    ):  # weights placed by hand, once per file (a job's own run skips it)
+    # weights placed by hand, once per file (a job's own run skips it)
+    if workflow.is_main_process:
         check_placed_files(
             _validated, Path(".snakemake/anonymization-impact/verified-weights.json")
         )

@@ -60,13 +60,20 @@ class Deadline:
         return f"{datetime.fromtimestamp(self.at).isoformat(timespec='seconds')} ({self.source})"
 
 
+def default_margin() -> float:
+    """cluster.stop_margin_minutes's schema default, for a job started without the workflow."""
+    from .schema import load_schema
+
+    return load_schema()["properties"]["cluster"]["properties"]["stop_margin_minutes"]["default"]
+
+
 def job_deadline(environ=os.environ, run=subprocess.run, log: logging.Logger | None = None) -> Deadline | None:
     """The deadline of this job: the scheduler's end time less the stop margin; None without
     a scheduler's limit."""
     end = slurm_end_time(environ, run)
     if end is None:
         return None
-    raw = environ.get(MARGIN_VARIABLE, "10")
+    raw = environ.get(MARGIN_VARIABLE) or str(default_margin())
     try:
         margin = float(raw)
     except ValueError:

@@ -9,11 +9,10 @@ the workflow before a GPU job queues for it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import WorkflowInputError
-from .io import file_digest, write_json_atomic
+from .io import file_digest, read_json, write_json_atomic
 
 CHECKSUMS = ("md5", "sha256")
 
@@ -92,7 +91,7 @@ def check_placed_files(config: dict, verified: Path) -> None:
     DAG is built. A file whose checksum was verified at this size and modification time (the
     record in ``verified``) is not hashed again, so the multi-GB detector weights cost their
     hash once. Files not in place yet are left to the download rule."""
-    record = json.loads(verified.read_text()) if verified.is_file() else {}
+    record = read_json(verified) if verified.is_file() else {}
     changed = False
     for name, entry in sorted(config["weights"].items()):
         path = Path(entry["path"])

@@ -264,10 +264,10 @@ def train(job: TrainingJob, progress=None) -> dict:
         optimizer.step()
         if iteration % 10 == 0 or iteration + 1 == schedule["iterations"]:
             log.info("iteration %d lr %.5f loss %.4f %s", iteration, learning_rate(iteration, schedule), loss.item(), {k: round(v.item(), 4) for k, v in losses.items()})
-        if (iteration + 1) % job.checkpoint_every == 0 and iteration + 1 < schedule["iterations"]:
+        stop = bool(job.deadline) and iteration + 1 < schedule["iterations"] and job.deadline.reached()
+        if stop or ((iteration + 1) % job.checkpoint_every == 0 and iteration + 1 < schedule["iterations"]):
             _checkpoint(job, model, optimizer, iteration + 1)
-        if job.deadline and iteration + 1 < schedule["iterations"] and job.deadline.reached():
-            _checkpoint(job, model, optimizer, iteration + 1)
+        if stop:
             raise TimeLimitReached(
                 f"stopped after iteration {iteration + 1} of {schedule['iterations']} (this job started at {start}) before its time limit, "
                 f"by {job.deadline.describe()}; checkpoint {_checkpoint_path(job)}: the next attempt resumes there"
