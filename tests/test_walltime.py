@@ -15,7 +15,8 @@ from anonymization_impact import cost
 from anonymization_impact.errors import WorkflowInputError
 from anonymization_impact.logs import EXIT_TIME_LIMIT, logged
 from anonymization_impact.training import torchvision_backend as backend
-from anonymization_impact.walltime import Deadline, TimeLimitReached, job_deadline, slurm_end_time
+from anonymization_impact.schema import load_schema
+from anonymization_impact.walltime import DEFAULT_MARGIN_MINUTES, Deadline, TimeLimitReached, job_deadline, slurm_end_time
 
 from conftest import REPO, real, run_snakemake
 from test_cost import config  # noqa: F401 (a fixture)
@@ -60,6 +61,13 @@ def test_without_squeue_no_deadline():
     def missing(command, **_):
         raise FileNotFoundError(command[0])
     assert slurm_end_time({"SLURM_JOB_ID": "42"}, missing) is None
+
+
+def test_a_job_started_without_the_workflow_takes_the_schema_default_margin():
+    schema_default = load_schema()["properties"]["cluster"]["properties"]["stop_margin_minutes"]["default"]
+    assert DEFAULT_MARGIN_MINUTES == schema_default
+    deadline = job_deadline(environ={"SLURM_JOB_ID": "7", "SLURM_JOB_END_TIME": str(int(END.timestamp()))})
+    assert deadline.at == END.timestamp() - 60 * schema_default
 
 
 def test_a_margin_that_is_not_minutes_is_refused():

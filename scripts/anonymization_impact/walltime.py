@@ -22,6 +22,9 @@ from datetime import datetime
 from .errors import WorkflowInputError
 
 MARGIN_VARIABLE = "ANONYMIZATION_IMPACT_STOP_MARGIN_MINUTES"
+# cluster.stop_margin_minutes's schema default, for a job started without the workflow; the
+# training envs carry no YAML reader, so tests/test_walltime.py holds the two equal
+DEFAULT_MARGIN_MINUTES = 10
 
 
 class TimeLimitReached(RuntimeError):
@@ -60,20 +63,13 @@ class Deadline:
         return f"{datetime.fromtimestamp(self.at).isoformat(timespec='seconds')} ({self.source})"
 
 
-def default_margin() -> float:
-    """cluster.stop_margin_minutes's schema default, for a job started without the workflow."""
-    from .schema import load_schema
-
-    return load_schema()["properties"]["cluster"]["properties"]["stop_margin_minutes"]["default"]
-
-
 def job_deadline(environ=os.environ, run=subprocess.run, log: logging.Logger | None = None) -> Deadline | None:
     """The deadline of this job: the scheduler's end time less the stop margin; None without
     a scheduler's limit."""
     end = slurm_end_time(environ, run)
     if end is None:
         return None
-    raw = environ.get(MARGIN_VARIABLE) or str(default_margin())
+    raw = environ.get(MARGIN_VARIABLE) or str(DEFAULT_MARGIN_MINUTES)
     try:
         margin = float(raw)
     except ValueError:
