@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 
 import pytest
 import yaml
@@ -73,5 +74,17 @@ def test_the_dag_build_stops_at_a_corrupt_file_before_any_job(tmp_path):
     corrupt.write_bytes(b"truncated download")
     result = run_snakemake(tmp_path, "-n", "all", "--configfile", str(REPO / "config.yaml"))
     assert result.returncode != 0
-    assert "WorkflowInputError: weights 'resnet18_imagenet' at resources/weights/resnet18-f37072fd.pth have sha256 " in result.stderr
-    assert "expected f37072fd" in result.stderr and "rule download_weights fetches https://download.pytorch.org/models/resnet18-f37072fd.pth" in result.stderr
+    said = "WorkflowInputError: weights 'resnet18_imagenet' at resources/weights/resnet18-f37072fd.pth have 18 bytes, expected 46830571"
+    assert said in result.stderr and "rule download_weights fetches https://download.pytorch.org/models/resnet18-f37072fd.pth" in result.stderr
+
+
+def test_pinned_checksums_agree_with_the_digits_in_the_file_names(config):
+    """torchvision (and tops) name a file by the first digits of its sha256: a full checksum
+    recorded in the config must begin with them."""
+    named = 0
+    for name, entry in config["weights"].items():
+        digits = re.search(r"-([0-9a-f]{8,})\.pth$", entry["path"])
+        if digits and entry.get("sha256"):
+            assert entry["sha256"].startswith(digits.group(1)) and digits.group(1).startswith(entry["sha256"][:8]), name
+            named += 1
+    assert named >= 5
