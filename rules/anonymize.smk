@@ -25,6 +25,7 @@ rule anonymize_shard:
             leak_check_images=config["anonymization"]["leak_check_images"],
             hide_pending=config["anonymization"]["pending_regions"] == "hidden",
             generators=get_generator_settings,
+            work_dir=get_shard_work_dir,
         ),
     shell:
         command("anonymize_shard")
@@ -37,6 +38,7 @@ use rule anonymize_shard as anonymize_shard_realistic with:
         unpack(get_realistic_shard_inputs),
     wildcard_constraints:
         variant=alternatives(variant_names(config, realistic=True)),
+    retries: get_retries("anonymize_shard_realistic")
     conda:
         "../envs/deepprivacy2.yaml"
     envmodules:

@@ -356,6 +356,12 @@ def get_checkpoint_dir(wildcards):
     )
 
 
+def get_shard_work_dir(wildcards):
+    """Beside the shard's outputs (Snakemake deletes those of a failed job): the images an
+    attempt stopped by its time limit leaves to the next (shard_journal)."""
+    return rules.anonymize_shard.output.images.format(**wildcards) + ".partial"
+
+
 def get_training_job_settings(wildcards):
     pretrained = rules.pretrain_backbone.output[0]
     return plan.training_job_settings(
@@ -382,15 +388,19 @@ def get_task(wildcards):
 COST_CONTEXT = cost.Context.of(config, Path.cwd())
 
 
-def get_training_retries():
-    """Retries of train_model: under cluster.max_runtime_minutes, as many as the longest run
-    needs jobs (each resuming the last, with cluster.runtime_margin) and one for a failure;
-    else the profile's. None in a job's own Snakemake on the node: there a retry would
-    resume inside the allocation that is about to end."""
+def get_retries(rule):
+    """Retries of train_model / anonymize_shard_realistic: under cluster.max_runtime_minutes,
+    as many as their longest job needs (each continuing the last, with cluster.runtime_margin)
+    and one for a failure; else the profile's. None in a job's own Snakemake on the node: there
+    a retry would resume inside the allocation that is about to end."""
     if not workflow.is_main_process:
         return None
+    retries = {
+        "train_model": cost.training_retries,
+        "anonymize_shard_realistic": cost.shard_retries,
+    }
     try:
-        return cost.training_retries(config, COST_CONTEXT)
+        return retries[rule](config, COST_CONTEXT)
     except WorkflowInputError as error:
         sys.exit(f"{type(error).__name__}: {error}")
 

@@ -31,7 +31,7 @@ rule train_model:
         "logs/models/{dataset}/{variant}/{model}/seed{seed}.log",
     benchmark:
         "benchmarks/models/{dataset}/{variant}/{model}/seed{seed}.tsv"
-    retries: get_training_retries()
+    retries: get_retries("train_model")
     conda:
         get_training_env
     threads: config["training"]["threads"]

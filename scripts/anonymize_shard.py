@@ -10,8 +10,10 @@ from anonymization_impact.keypoints import apply_keypoints
 from anonymization_impact.logs import logged
 from anonymization_impact.methods import build_method
 from anonymization_impact.rule_job import job_of
+from anonymization_impact.shard_journal import ShardJournal, file_digest
 from anonymization_impact.trees import anonymize_shard, persons_in_shard
 from anonymization_impact.variants import Variant
+from anonymization_impact.walltime import job_deadline
 
 # the job: injected by Snakemake's script: or a test, else the command line's (rule_job), as the rule calls it
 snakemake = job_of(globals(), sys.argv[1:])
@@ -36,6 +38,11 @@ with logged(snakemake.log[0]) as log:
         dp2_root = inputs.deepprivacy2 if "deepprivacy2" in inputs.keys() else None
         generators, device = prepare_generators(params.generators, weights, dp2_root, in_shard, log)
         method = build_realistic(variant.settings, generators, device)
+    # the images go to a work directory an attempt stopped by its time limit leaves to the next
+    settings = {name: params[name] for name in ("root", "variant", "shards", "leak_check_images", "hide_pending", "generators")}
+    # the raw dataset is read-only, and persons.json changes with it: its files are not hashed
+    inputs_read = {name: file_digest(path) for name, path in inputs.items() if name != "raw"}
+    journal = ShardJournal(params.work_dir, {"shard": wildcards.shard, "settings": settings, "inputs": inputs_read})
     audit = anonymize_shard(
         root=Path(params.root),
         persons=persons,
@@ -47,6 +54,8 @@ with logged(snakemake.log[0]) as log:
         output_dir=output_dir,
         leak_check_images=params.leak_check_images,
         hide_pending=params.hide_pending,
+        journal=journal,
+        deadline=job_deadline(log=log),
         progress=lambda items: tqdm(items, desc=f"{wildcards.variant} shard {wildcards.shard}", file=sys.stderr, mininterval=10),
     )
     write_json_atomic(snakemake.output.audit, audit)

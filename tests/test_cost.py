@@ -118,6 +118,19 @@ def test_measured_benchmarks_of_the_same_runs_replace_the_reference(config, tmp_
     assert cost.estimate(paper, cost.Context.of(paper), "train_model", dataset="cityscapes", model="mask_rcnn_r50_fpn").basis == "reference"
 
 
+def test_a_shard_made_over_several_jobs_gives_no_benchmark(config, tmp_path):
+    paper = real(config, "cityscapes")
+    shards = paper["anonymization"]["shards"]
+    images = [{"image": f"{index}.png", "anonymized": [1], "skipped": []} for index in range(2975 // shards)]
+    tree = "cityscapes/body-realistic-hmlo"
+    for shard, seconds, extra in ((0, 5000, {}), (1, 100, {"images_from_earlier_attempts": 700})):  # the last of a chain: 100 s
+        _benchmark(tmp_path / "benchmarks" / "anonymized" / tree / f"shard-{shard}.tsv", seconds)
+        write_json_atomic(tmp_path / "results" / "anonymized" / tree / "shards" / f"{shard}.audit.json", {"shards": shards, "images": images, **extra})
+    context = cost.Context.of(paper, tmp_path)
+    estimate = cost.estimate(paper, context, "anonymize_shard_realistic", dataset="cityscapes", variant="body-realistic-hmlo")
+    assert estimate == cost.Estimate(5000, "measured: median of 1 benchmark")
+
+
 def test_every_gpu_rule_asks_the_cost_model_for_its_runtime():
     profile = cost_plan.read_profile(REPO / "profiles" / "slurm")
     gpu_rules = {rule for rule, values in profile["set-resources"].items() if values.get("gpu")}
@@ -189,6 +202,14 @@ def test_cost_plan_command_prints_the_paper_tables(config, tmp_path, capsys):
     assert "| anonymize_shard | coco/face-blur | 4 | cpu |" in output and "240 min (profile)" in output
     assert cost_plan.main(["table9", "--configfile", str(REPO / "config.yaml")]) == 1
     assert "no cost plan for target 'table9'" in capsys.readouterr().err
+    # under a 4-hour partition: training runs and HM-LO shards are chains of jobs, the rest one job each
+    limited = tmp_path / "limited.yaml"
+    limited.write_text(yaml.safe_dump({"cluster": {"max_runtime_minutes": 240}}))
+    assert cost_plan.main(["all", "--configfile", str(REPO / "config.yaml"), str(overlay), str(limited), "--directory", str(tmp_path)]) == 0
+    output = capsys.readouterr().out
+    assert re.search(r"\| anonymize_shard_realistic \| cityscapes/body-realistic-hmlo \| 4 \| a100 \| .* \| 240 min \(model\), a chain of \d+ jobs \|", output)
+    assert re.search(r"\| train_model \| coco/keypoint_rcnn_r50_fpn \| 24 \| .* \| 240 min \(model\), a chain of \d+ jobs \|", output)
+    assert "| anonymize_shard_realistic | coco/face-realistic | 4 | a100 |" in output and "- train_model" not in output
 
 
 def test_the_readme_shows_what_the_command_prints(config):

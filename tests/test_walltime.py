@@ -96,6 +96,13 @@ def test_the_rule_exits_75_with_the_reason_in_its_log(tmp_path, capsys):
     assert "TimeLimitReached: stopped after iteration 3 of 9" in capsys.readouterr().err
 
 
+def test_any_other_error_leaves_its_traceback_in_the_log_and_goes_on(tmp_path):
+    with pytest.raises(ZeroDivisionError), logged(tmp_path / "job.log"):
+        1 / 0
+    said = (tmp_path / "job.log").read_text()
+    assert "ERROR the job failed" in said and "Traceback (most recent call last)" in said and "ZeroDivisionError" in said
+
+
 def test_train_model_gets_the_retries_its_longest_run_needs(config):  # noqa: F811
     paper = real(config)
     assert cost.training_retries(paper, cost.Context.of(paper)) is None  # no limit: the profile's retries
@@ -107,7 +114,22 @@ def test_train_model_gets_the_retries_its_longest_run_needs(config):  # noqa: F8
     assert cost.attempts_needed(limited, 2870 * 60 / limited["cluster"]["runtime_margin"]) == 1  # the limit less the margin fits one job
 
 
-@pytest.mark.parametrize(("limit", "margin", "says"), [(10, 10, "leaves no time for training"), (30, 29.99, "shorter than one checkpoint interval")])
+def test_realistic_shards_get_the_retries_their_longest_shard_needs(config):  # noqa: F811
+    paper = real(config)
+    assert cost.shard_retries(paper, cost.Context.of(paper)) is None
+    limited = copy.deepcopy(paper)
+    limited["cluster"].update(max_runtime_minutes=120, stop_margin_minutes=10)
+    context = cost.Context.of(limited)
+    shards = {variant: cost.estimate(limited, context, "anonymize_shard_realistic", dataset, variant=variant).seconds
+              for dataset, variant in cost.plan.anonymized_trees(limited) if "realistic" in variant}
+    hmlo = max(shards, key=shards.get)
+    assert hmlo.endswith("-hmlo") and shards[hmlo] * limited["cluster"]["runtime_margin"] > 110 * 60  # longer than one job
+    assert cost.shard_retries(limited, context) == cost.attempts_needed(limited, shards[hmlo]) > 1
+    limited["cluster"]["max_runtime_minutes"] = 100_000
+    assert cost.shard_retries(limited, context) == 1  # one job, and one retry for a failure
+
+
+@pytest.mark.parametrize(("limit", "margin", "says"), [(10, 10, "leaves no time for work"), (30, 29.99, "shorter than one checkpoint interval")])
 def test_a_limit_without_room_for_a_checkpoint_interval_is_refused(config, limit, margin, says):  # noqa: F811
     paper = real(config)
     paper["cluster"].update(max_runtime_minutes=limit, stop_margin_minutes=margin)
@@ -119,4 +141,4 @@ def test_the_dag_build_refuses_such_a_limit_before_any_job(tmp_path):
     result = run_snakemake(tmp_path, "-n", "all", "--configfile", str(REPO / "config.yaml"),
                            "--config", "cluster={max_runtime_minutes: 5, stop_margin_minutes: 5}")
     assert result.returncode != 0
-    assert "WorkflowInputError: cluster.max_runtime_minutes 5 less cluster.stop_margin_minutes 5 leaves no time for training" in result.stderr
+    assert "WorkflowInputError: cluster.max_runtime_minutes 5 less cluster.stop_margin_minutes 5 leaves no time for work" in result.stderr

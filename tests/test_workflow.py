@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -430,3 +431,25 @@ def test_realistic_trees_on_the_twins_with_the_stand_in_generator(tmp_path):
     assert "generator" in (tmp_path / "results/anonymized/cityscapes/body-realistic-hmlo/audit.md").read_text().lower()
     keypoints = read_json(tmp_path / "results/regions/cityscapes/keypoints-twin.json")
     assert keypoints["format"] == "person-keypoints/v1" and keypoints["images"]
+
+    # The HM-LO tree again, as a chain of attempts: a SLURM job whose end has passed (stop
+    # margin 0) makes one image per attempt and exits 75; Snakemake's retries continue it
+    # from the work directory beside the shard; the bytes are those of the run above.
+    tree = tmp_path / "results/anonymized/cityscapes/body-realistic-hmlo"
+    made = {path.relative_to(tree): path.read_bytes() for path in sorted(tree.rglob("*")) if path.is_file()}
+    shutil.rmtree(tree)
+    # runtime_margin 150: retries for 150x the expected seconds of a shard, about 9 attempts
+    limited = {**config, "cluster": {"max_runtime_minutes": 1, "stop_margin_minutes": 0, "runtime_margin": 150}, "training": {"checkpoint_every": 1}}
+    ended = {"SLURM_JOB_ID": "1", "SLURM_JOB_END_TIME": "1000000000"}  # 2001: every deadline has passed
+    result = run_snakemake(tmp_path, "--cores", "2", targets[2], *_overlay(tmp_path, limited), env=ended)
+    assert result.returncode == 0, result.stderr[-4000:]
+    again = {path.relative_to(tree): path.read_bytes() for path in sorted(tree.rglob("*")) if path.is_file()}
+    shard_audits = [read_json(tree / f"shards/{shard}.audit.json") for shard in range(2)]
+    assert again.keys() == made.keys()
+    assert [str(name) for name in made if again[name] != made[name]] == ["shards/0.audit.json", "shards/1.audit.json"]
+    for shard, audit in enumerate(shard_audits):  # they add how they were made, and nothing else changed
+        images = sum(1 for record in audit["images"] if record["anonymized"])
+        assert audit.pop("images_from_earlier_attempts") == images - 1 and audit == json.loads(made[Path(f"shards/{shard}.audit.json")])
+    images = sum(1 for audit in shard_audits for record in audit["images"] if record["anonymized"])
+    assert result.stderr.count("TimeLimitReached: stopped after") == images - 2 > 0  # the last image of each shard finishes it
+    assert not list(tree.glob("shards/*.partial"))

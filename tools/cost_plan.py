@@ -94,7 +94,8 @@ def target_table(config: dict, context: cost.Context, targets: list[str], parall
 
 
 def job_table(config: dict, context: cost.Context, targets: list[str], profile: Path) -> tuple[list[str], list[str]]:
-    """The job kinds of the targets with their SLURM runtime, and warnings on runs that need
+    """The job kinds of the targets with their SLURM runtime (and the chain of jobs a run or a
+    shard longer than cluster.max_runtime_minutes takes), and warnings on other jobs that need
     more attempts than the profile's retries give."""
     set_runtimes, default_runtime, retries = profile_runtimes(profile)
     jobs = {}
@@ -107,7 +108,10 @@ def job_table(config: dict, context: cost.Context, targets: list[str], profile: 
         if rule in cost.GPU_RULES:
             minutes = cost.slurm_minutes(config, job.seconds)
             runtime = f"{minutes:,} min (model)"
-            if (attempts := cost.attempts_needed(config, job.seconds)) > retries + 1:
+            attempts = cost.attempts_needed(config, job.seconds)
+            if rule in cost.CHAINED_RULES and attempts > 1:
+                runtime += f", a chain of {attempts} jobs"
+            elif attempts > retries + 1:
                 warnings.append(f"- {rule} {kind}: {attempts} attempts of {minutes:,} min each, the profile's retries ({retries}) give "
                                 f"{retries + 1}: raise `retries`")
         else:
@@ -139,7 +143,8 @@ def report(config: dict, context: cost.Context, targets: list[str], parallel: in
     jobs, warnings = job_table(config, context, targets, profile)
     lines += ["## Jobs", "", *jobs, ""]
     if warnings:
-        lines += ["Runs longer than `cluster.max_runtime_minutes` (they resume from their checkpoint on each attempt):", *warnings, ""]
+        lines += ["Jobs longer than `cluster.max_runtime_minutes` that do not continue where the last attempt stopped (each attempt starts over):",
+                  *warnings, ""]
     return "\n".join(lines)
 
 

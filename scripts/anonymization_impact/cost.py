@@ -113,6 +113,8 @@ STAGES = ("regions", "trees", "training", "prediction", "evaluation")
 STAGE_OF = {"detect_faces": 0, "detect_keypoints": 0, "pretrain_backbone": 0, "anonymize_shard": 1, "anonymize_shard_realistic": 1,
             "train_model": 2, "predict": 3, "evaluate": 4}
 GPU_RULES = ("train_model", "predict", "anonymize_shard_realistic", "detect_faces", "detect_keypoints")
+# jobs longer than cluster.max_runtime_minutes continue over a chain of jobs (their retries: *_retries below)
+CHAINED_RULES = ("train_model", "anonymize_shard_realistic")
 
 
 def reference(name: str) -> float:
@@ -224,6 +226,8 @@ def measured_benchmarks(config: dict, workdir: Path, counts: dict[str, DatasetCo
         dataset, variant = path.parts[-3:-1]
         audit = _read_json_or_none(results / "anonymized" / dataset / variant / "shards" / f"{path.stem.split('-')[1]}.audit.json")
         if dataset not in counts or variant not in config["variants"] or not audit or audit.get("shards") != config["anonymization"]["shards"]:
+            continue
+        if audit.get("images_from_earlier_attempts"):  # a chain of jobs: its benchmark is the last job's
             continue
         images = len(audit.get("images", [])) * audit["shards"]  # a shard of another dataset size is someone else's
         if 0.5 <= images / max(counts[dataset].train_images, 1) <= 2 and (seconds := _benchmark_seconds(path)) is not None:
@@ -378,17 +382,23 @@ def attempts_needed(config: dict, seconds: float) -> int:
     return math.ceil(seconds * config["cluster"]["runtime_margin"] / 60 / usable) if usable else 1
 
 
+def _usable_minutes_or_refuse(config: dict) -> tuple[float | None, str]:
+    """usable_minutes, and the limit in words; refuses a limit that leaves no time to work."""
+    usable, cluster = usable_minutes(config), config["cluster"]
+    limit = f"cluster.max_runtime_minutes {cluster['max_runtime_minutes']} less cluster.stop_margin_minutes {cluster['stop_margin_minutes']:g}"
+    if usable is not None and usable <= 0:
+        raise WorkflowInputError(f"{limit} leaves no time for work; lower stop_margin_minutes or raise max_runtime_minutes to the partition's limit")
+    return usable, limit
+
+
 def training_retries(config: dict, context: Context) -> int | None:
     """Retries of rule train_model under a time limit: the attempts its longest run needs, and
     one for a failure; None without a limit (the profile's retries apply). Refuses a limit that
     leaves less than one checkpoint interval of the slowest schedule per job."""
-    usable = usable_minutes(config)
+    usable, limit = _usable_minutes_or_refuse(config)
     if usable is None:
         return None
     cluster, every = config["cluster"], config["training"]["checkpoint_every"]
-    limit = f"cluster.max_runtime_minutes {cluster['max_runtime_minutes']} less cluster.stop_margin_minutes {cluster['stop_margin_minutes']:g}"
-    if usable <= 0:
-        raise WorkflowInputError(f"{limit} leaves no time for training; lower stop_margin_minutes or raise max_runtime_minutes to the partition's limit")
     attempts = 1
     for kind in sorted({(run.dataset, run.model) for run in plan.metric_runs(config)}):
         seconds = estimate(config, context, "train_model", *kind).seconds
@@ -401,6 +411,18 @@ def training_retries(config: dict, context: Context) -> int | None:
                 "lower training.checkpoint_every, or raise the limit")
         attempts = max(attempts, attempts_needed(config, seconds))
     return attempts
+
+
+def shard_retries(config: dict, context: Context) -> int | None:
+    """Retries of rule anonymize_shard_realistic under a time limit: the attempts its longest
+    shard needs (each continuing the last's images, see shard_journal), and one for a failure;
+    None without a limit."""
+    usable, _ = _usable_minutes_or_refuse(config)
+    if usable is None:
+        return None
+    realistic = [tree for tree in plan.anonymized_trees(config) if Variant.of(config, tree[1]).is_realistic]
+    seconds = [estimate(config, context, "anonymize_shard_realistic", dataset, variant=variant).seconds for dataset, variant in realistic]
+    return max((attempts_needed(config, value) for value in seconds), default=1)
 
 
 # --------------------------------------------------------------------------------- targets

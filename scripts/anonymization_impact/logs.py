@@ -32,3 +32,6 @@ def logged(log_path: str | Path):
             print(message, file=log)
             print(message, file=console)
             raise SystemExit(EXIT_TIME_LIMIT if isinstance(error, TimeLimitReached) else 1) from None
+        except Exception:  # a bug or a framework's error: its traceback belongs in the rule's log too
+            logger.exception("the job failed")
+            raise

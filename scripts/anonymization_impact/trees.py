@@ -26,6 +26,8 @@ from .io import decode_image, require_file, write_bytes_atomic
 from .masks import decode
 from .metadata import KINDS, strip_metadata
 from .methods import Method, gaussian_blur
+from .shard_journal import ShardJournal, add_statistics, statistics_since
+from .walltime import Deadline, TimeLimitReached
 
 REASON_TOO_SMALL = "too small (expanded box below min_size x min_size)"
 REASON_NO_FACE = "no matched face detection"
@@ -207,10 +209,14 @@ def anonymize_shard(
     leak_check_images: int,
     progress: Callable[[Iterable], Iterable] = iter,
     hide_pending: bool = True,
+    journal: ShardJournal | None = None,
+    deadline: Deadline | None = None,
 ) -> dict:
     """Anonymize the images of one shard into ``output_dir`` (same relative paths as the
     raw root; images without targets are not written) and return the shard's audit.
-    ``hide_pending``: see ``anonymize_pixels``."""
+    ``hide_pending``: see ``anonymize_pixels``. With a ``journal``, the images are made in its
+    work directory, those an earlier attempt finished are taken from it, and, once this
+    attempt has made one, the job stops at the ``deadline`` (TimeLimitReached)."""
     by_image: dict[int, list[dict]] = {}
     for annotation in persons["annotations"]:
         by_image.setdefault(annotation["image_id"], []).append(annotation)
@@ -228,13 +234,30 @@ def anonymize_shard(
         leak_check["not_applicable_because"] = HISTOGRAM_REASON
     elif leak_check["applies"] and not hide_pending and getattr(method, "fill_value", None) is None:
         leak_check.update(applies=False, not_applicable_because=VISIBLE_PENDING_REASON)
+    finished = journal.open() if journal is not None else {}
+    written_to = journal.images if journal is not None else Path(output_dir)
+    counted = hasattr(method, "statistics")  # read anew each time: the leak check puts back a copy
+    made = 0
     for image in progress(images):
+        if image["file_name"] in finished:  # by an earlier attempt of this job
+            entry = finished[image["file_name"]]
+            records.append(entry["record"])
+            oriented += entry["oriented"]
+            leak_check["images_checked"] += [image["file_name"]] * entry["leak_checked"]
+            if counted:
+                add_statistics(method.statistics, entry["statistics"])
+            continue
         annotations = by_image.get(image["id"], [])
         image_faces = None if faces is None else faces["images"].get(image["file_name"], [])
         targets, skipped = plan_targets(variant["region"], image, annotations, image_faces, variant["min_size"], variant.get("hr_faces", False))
         records.append(image_record(image["file_name"], targets, skipped))
         if not targets:
             continue
+        if deadline is not None and made and deadline.reached():
+            raise TimeLimitReached(
+                f"stopped after {len(finished) + made} of the images to anonymize in shard {shard} (of {len(images)} images), "
+                f"by {deadline.describe()}, before its time limit; {journal.directory}: the next attempt continues there")
+        before = copy.deepcopy(method.statistics) if counted else None
         path = Path(root) / image["file_name"]
         require_file(path, f"persons.json (image id {image['id']})")
         pixels, mode, was_oriented = decode_image(path)
@@ -242,14 +265,23 @@ def anonymize_shard(
         if pixels.shape[:2] != (image["height"], image["width"]):
             raise DatasetError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]}, its annotation says {image['width']}x{image['height']}")
         result = anonymize_pixels(pixels, targets, method, variant["seed"], image["file_name"], hide_pending)
-        write_bytes_atomic(Path(output_dir) / image["file_name"], encode_image(result, mode, path.suffix))
-        if leak_check["applies"] and len(leak_check["images_checked"]) < leak_check_images:
+        write_bytes_atomic(written_to / image["file_name"], encode_image(result, mode, path.suffix))
+        checked = leak_check["applies"] and len(leak_check["images_checked"]) < leak_check_images
+        if checked:
             check_no_leak(pixels, targets, method, variant["seed"], image["file_name"], result, hide_pending)
             leak_check["images_checked"].append(image["file_name"])
+        made += 1
+        if journal is not None:
+            journal.add({"record": records[-1], "oriented": bool(was_oriented), "leak_checked": checked,
+                         "statistics": statistics_since(before, method.statistics) if counted else None})
+    if journal is not None:
+        journal.finish(output_dir)
     if leak_check["applies"]:  # passed only where an image was re-anonymized (leak_check_images may be 0)
         leak_check["passed"] = True if leak_check["images_checked"] else None
     records.sort(key=lambda record: record["image"])
     audit = {"shard": shard, "shards": shards, "images": records, "exif_oriented_images": oriented, "leak_check": leak_check}
+    if finished:  # made over several jobs: the benchmark holds the last one's time only (cost.measured_benchmarks)
+        audit["images_from_earlier_attempts"] = len(finished)
     if hasattr(method, "summary"):
         audit["method"] = method.summary()
     return audit
