@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from anonymization_impact.training import detectron2_backend as d2
 from anonymization_impact.training import mmdetection as mm
 from anonymization_impact.training.common import TrainingDiverged, framework_record, kept_categories
 from anonymization_impact.training.job import TrainingJob
+from anonymization_impact.walltime import Deadline, TimeLimitReached
 
 from conftest import REPO, run_snakemake
 
@@ -407,6 +409,33 @@ def test_prediction_proposals_are_translated_in_both_versions():
     assert mm_config()["model"]["test_cfg"]["rpn"] == mm.BDD100K_ZOO[mm.PAPER_CONFIG]["model"]["test_cfg"]["rpn"]  # the paper's 1000 / 1000
 
 
+def test_an_mmdetection_job_at_its_deadline_stops_where_its_runner_can_resume():
+    """DeadlineWatch, the deadline hook's logic; the hooks in MMDetection 2.x and 3.x:
+    tests/test_mmdetection_stacks.py."""
+    saved = []
+    passed = Deadline(0.0, "the test's")
+    watch = mm.DeadlineWatch(passed, "work")
+    watch.epoch_starts(0, 3)  # the job's first epoch always runs
+    with pytest.raises(TimeLimitReached, match=r"stopped after iteration 5 of 12 .*the test's.*checkpoint in work: the next attempt resumes there"):
+        watch.iteration_ended(4, 12, by_epoch=False, save=lambda: saved.append(5))
+    assert saved == [5]
+    watch.iteration_ended(11, 12, by_epoch=False, save=lambda: saved.append(12))  # the last iteration: the run ends anyway
+    watch.iteration_ended(4, 12, by_epoch=True, save=lambda: saved.append("epoch"))  # within the job's first epoch: on
+    assert saved == [5]
+    watch.epoch_ended()
+    with pytest.raises(TimeLimitReached, match=r"stopped in iteration 6 of 12, within an epoch, .*the last epoch's checkpoint in work"):
+        watch.iteration_ended(5, 12, by_epoch=True, save=lambda: saved.append("epoch"))
+    with pytest.raises(TimeLimitReached, match=r"stopped after epoch 1 of 3 .*would not end before its time limit"):
+        watch.epoch_starts(1, 3)
+    later = mm.DeadlineWatch(Deadline(time.time() + 3600, "an hour away"), "work")
+    later.epoch_starts(0, 3)
+    later.epoch_ended()
+    later.epoch_starts(1, 3)  # an epoch of ~0 s fits
+    later.iteration_ended(4, 12, by_epoch=False, save=lambda: saved.append("never"))
+    mm.DeadlineWatch(None, "work").iteration_ended(4, 12, by_epoch=False, save=lambda: saved.append("never"))
+    assert saved == [5]
+
+
 def test_mmdetection_3_runner_gets_test_cfg_and_evaluator_with_its_test_dataloader():
     """mmengine's Runner refuses a test_dataloader without test_cfg and test_evaluator (ValueError)."""
     three = mm.mmdet3_config(mm_config())
@@ -416,8 +445,9 @@ def test_mmdetection_3_runner_gets_test_cfg_and_evaluator_with_its_test_dataload
 
 def test_every_mmdetection_run_stops_on_a_non_finite_loss():
     two = mm_config()
-    assert two["custom_hooks"][-1] == {"type": mm.STOP_HOOK, "priority": "VERY_HIGH"}  # before 2.x's OptimizerHook (ABOVE_NORMAL)
-    assert mm.mmdet3_config(two)["custom_hooks"] == [{"type": mm.STOP_HOOK, "priority": "VERY_HIGH"}]  # before 3.x's CheckpointHook
+    stop = {"type": mm.STOP_HOOK, "priority": "VERY_HIGH"}  # before 2.x's OptimizerHook (ABOVE_NORMAL), 3.x's CheckpointHook
+    deadline = {"type": mm.DEADLINE_HOOK, "priority": "LOWEST"}  # after both
+    assert two["custom_hooks"][-2:] == [stop, deadline] and mm.mmdet3_config(two)["custom_hooks"] == [stop, deadline]
     assert mm.finite_loss(7, {"loss": 1.5, "loss_cls": 1.0}, "work") == 1.5
     for value in (float("nan"), float("inf")):
         with pytest.raises(TrainingDiverged, match=r"non-finite loss at iteration 7 .*loss_cls.*last good checkpoint is kept in work"):

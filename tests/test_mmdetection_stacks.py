@@ -41,10 +41,13 @@ from pathlib import Path
 from anonymization_impact.io import write_json_atomic
 from anonymization_impact.training import backend
 from anonymization_impact.training.job import TrainingJob
+from anonymization_impact.walltime import Deadline
 
 a = json.loads(sys.argv[1])
 run = Path(a["run"])
 job = TrainingJob.from_settings(a["settings"], image_root=a["root"], annotation=a["train"], output=run / "model_final.pth", checkpoint_dir=run / "checkpoints", threads=1)
+if a.get("deadline") is not None:  # a scheduler's time limit, already reached
+    job.deadline = Deadline(a["deadline"], "the test's")
 try:
     summary = backend(a["settings"]["backend"]).train(job)
 except Exception as error:
@@ -81,14 +84,14 @@ def settings(data: dict, **schedule) -> dict:
     config["models"]["mask_rcnn_r50_fpn"]["backend"] = "mmdetection"
     job = training_job_settings(config, "bdd100k", "mask_rcnn_r50_fpn", 0, str(data["backbone"]).replace("resnet10", "{backbone}"))
     assert job["backend"] == "mmdetection" and job["backbone"] == "resnet10" and job["schedule"]["backbone_width"] == 16
-    job["schedule"].update(iterations=ITERATIONS, **schedule)
+    job["schedule"].update({"iterations": ITERATIONS, **schedule})
     job.update(checkpoint_every=CHECKPOINT_EVERY, device="cpu")
     return job
 
 
-def start(env: str, data: dict, run: Path, job: dict) -> subprocess.Popen:
+def start(env: str, data: dict, run: Path, job: dict, deadline: float | None = None) -> subprocess.Popen:
     python = twin(REPO / "envs" / f"{env}.yaml") / "bin" / "python"
-    arguments = {**{key: data[key] for key in ("root", "train")}, "run": str(run), "settings": job}
+    arguments = {**{key: data[key] for key in ("root", "train")}, "run": str(run), "settings": job, "deadline": deadline}
     log = open(run / "log.txt", "a")
     return subprocess.Popen([str(python), "-c", DRIVER, json.dumps(arguments)], cwd=REPO, env=environment(python), stdout=log, stderr=subprocess.STDOUT)
 
@@ -130,3 +133,24 @@ def test_an_exploding_loss_stops_the_run_and_keeps_the_last_good_checkpoint(env,
     check = run_in(python, FINITE_CHECKPOINT, (), str(checkpoint))
     assert check.returncode == 0 and check.stdout.split() == ["finite"], check.stdout + check.stderr[-2000:]
     assert not (run / "model_final.pth").exists()
+
+
+@pytest.mark.parametrize("env", VERSIONS)
+def test_a_run_at_its_time_limit_stops_where_the_next_job_resumes(env, stacks_machine, bdd100k, tmp_path):
+    """A job whose deadline has come (docs/training.md): the iteration-based runner (the twins'
+    12 iterations) stops after its first iteration with that iteration's checkpoint; the
+    epoch-based one (10 iterations of 2 images = 2 epochs of the twin's 10) after its first
+    epoch, before one that would not end in time. The next job resumes there and finishes."""
+    for runner, schedule, stopped, resumed_at in (("iterations", {}, f"stopped after iteration 1 of {ITERATIONS} ", 1),
+                                                   ("epochs", {"iterations": 10, "batch_size": 2}, "stopped after epoch 1 of 2 ", 5)):
+        run = tmp_path / env / runner
+        run.mkdir(parents=True)
+        job = settings(bdd100k, **schedule)
+        assert finish(start(env, bdd100k, run, job, deadline=0.0), run) != 0
+        error = read_json(run / "error.json")
+        assert error["type"] == "TimeLimitReached" and stopped in error["message"] and "the next attempt resumes there" in error["message"], error
+        assert iteration_of(latest_checkpoint(run)) == 1 and not (run / "model_final.pth").exists()  # iter_1.pth / epoch_1.pth
+        (run / "error.json").unlink()
+        assert finish(start(env, bdd100k, run, job), run) == 0
+        summary = read_json(run / "training.json")
+        assert summary["resumed_at"] == resumed_at and (run / "model_final.pth").is_file(), summary

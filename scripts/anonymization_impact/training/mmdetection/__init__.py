@@ -20,6 +20,7 @@ from ..job import TrainingJob
 from .common import (  # noqa: F401 (the backend's API from when it was one module: backend("mmdetection").<name>)
     BDD100K_MODELS_COMMIT,
     BDD100K_ZOO,
+    DEADLINE_HOOK,
     DEPTHS,
     MMCV_STEP_GAMMA,
     MMDETECTION_COMMIT,
@@ -28,6 +29,7 @@ from .common import (  # noqa: F401 (the backend's API from when it was one modu
     RESNET10_TYPE,
     STOP_HOOK,
     ZOO_GPUS,
+    DeadlineWatch,
     backbone_misfits,
     epochs,
     final_checkpoint,

@@ -16,6 +16,7 @@ tested without MMDetection (tests/test_backends.py):
 * :func:`finite_loss` (:func:`iteration_seconds`, :func:`seconds_per_iteration`), :func:`backbone_misfits`, :func:`resnet10_class`, :func:`load_checkpoint` - the
   divergence check of the stop hook, the initial weights' fit, MMDetection's ResNet with
   depth 10 (the twins' ResNet-50 stand-in), torch.load of a framework checkpoint.
+* :class:`DeadlineWatch` - what the deadline hook does under a scheduler's time limit.
 
 The backend itself (``train`` / ``predict`` and the choice of 2.x or 3.x) is this package's
 ``__init__``; it imports ``v2`` or ``v3``, which import this module, never the other way.
@@ -29,11 +30,13 @@ import io
 import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from ...errors import WorkflowInputError
 from ...io import decode_image, read_json, write_bytes_atomic
+from ...walltime import Deadline, TimeLimitReached
 from ..common import TrainingDiverged, kept_categories
 from ..job import TrainingJob
 from ..predictions import coco_results
@@ -236,6 +239,7 @@ PLUMBING_KEYS = (
     "evaluation",
     "checkpoint_config.max_keep_ckpts",  # a resume point, not 36 checkpoints
     "custom_hooks[1]",  # STOP_HOOK: a non-finite loss stops the run (TrainingDiverged), its last good checkpoint kept
+    "custom_hooks[2]",  # DEADLINE_HOOK: a job under a scheduler's time limit stops before it (DeadlineWatch)
     "load_from",  # None: train from ImageNet, never from BDD100K's model trained on original images
     "work_dir",
     "seed",
@@ -250,6 +254,7 @@ ZOO_GPUS = 8  # BDD100K's models: 8 GPUs x 2 images (ins_seg/README.md)
 DEPTHS = {"resnet10": 10, "resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}
 RESNET10_TYPE = "ResNet10"
 STOP_HOOK = "StopOnNonFiniteLoss"  # registered by v2 / v3; runs before the optimizer (2.x) and checkpoint hooks
+DEADLINE_HOOK = "StopBeforeTheLimit"  # registered by v2 / v3 (DeadlineWatch); runs last: after the update and a periodic checkpoint
 MMCV_STEP_GAMMA = 0.1  # mmcv's StepLrUpdaterHook default (the zoo file sets none)
 
 
@@ -390,6 +395,7 @@ def mmdet2_config(
     del cfg["evaluation"]
     cfg["checkpoint_config"]["max_keep_ckpts"] = 2
     cfg["custom_hooks"].append({"type": STOP_HOOK, "priority": "VERY_HIGH"})
+    cfg["custom_hooks"].append({"type": DEADLINE_HOOK, "priority": "LOWEST"})
     cfg["load_from"] = None
     cfg.update(work_dir=str(work_dir), seed=job.seed, gpu_ids=[0], device=device, auto_resume=True)
     return cfg
@@ -480,7 +486,7 @@ def mmdet3_config(cfg2: dict) -> dict:
             "checkpoint": {"type": "CheckpointHook", "interval": checkpoint["interval"], "by_epoch": by_epoch, "max_keep_ckpts": checkpoint["max_keep_ckpts"]},
             "sampler_seed": {"type": "DistSamplerSeedHook"},
         },
-        "custom_hooks": [hook for hook in cfg2["custom_hooks"] if hook["type"] == STOP_HOOK],
+        "custom_hooks": [hook for hook in cfg2["custom_hooks"] if hook["type"] in (STOP_HOOK, DEADLINE_HOOK)],
         "log_processor": {"by_epoch": by_epoch},
         "env_cfg": {"cudnn_benchmark": False, "dist_cfg": {"backend": "nccl"}},
         "log_level": cfg2["log_level"],
@@ -604,6 +610,46 @@ def iteration_seconds(record: dict, iteration: int, losses: dict, work_dir) -> N
     time in ``record`` (for :func:`seconds_per_iteration`)."""
     record["last_loss"] = finite_loss(iteration, losses, work_dir)
     record.setdefault("ends", []).append(time.perf_counter())
+
+
+class DeadlineWatch:
+    """What the deadline hook decides for a job under a scheduler's time limit (docs/training.md).
+    The iteration-based runners stop after the iteration that reached the deadline, with the
+    checkpoint their CheckpointHook would write after it, which the next attempt resumes from.
+    The epoch-based ones resume only at an epoch's start: they stop before an epoch that would not
+    end by the deadline, at the pace of the last epoch this job trained (its first epoch always
+    runs: the stop margin is its last chance)."""
+
+    def __init__(self, deadline: Deadline | None, work_dir):
+        self.deadline, self.work_dir = deadline, work_dir
+        self.epoch_started: float | None = None
+        self.epoch_seconds: float | None = None
+
+    def epoch_starts(self, epoch: int, epochs: int) -> None:
+        if self.deadline is not None and self.epoch_seconds is not None and time.time() + self.epoch_seconds > self.deadline.at:
+            raise TimeLimitReached(
+                f"stopped after epoch {epoch} of {epochs} by {self.deadline.describe()}: the next (~{self.epoch_seconds / 60:.1f} min at "
+                f"this job's pace) would not end before its time limit; checkpoint in {self.work_dir}: the next attempt resumes there")
+        self.epoch_started = time.time()
+
+    def epoch_ended(self) -> None:
+        self.epoch_seconds = time.time() - self.epoch_started
+
+    def iteration_ended(self, iteration: int, iterations: int, by_epoch: bool, save: Callable[[], None]) -> None:
+        """After iteration ``iteration`` (0-based) of ``iterations``: its update done, a periodic
+        checkpoint saved; ``save`` writes the checkpoint the runner would write after it."""
+        if self.deadline is None or iteration + 1 >= iterations or not self.deadline.reached():
+            return
+        if by_epoch:
+            if self.epoch_seconds is None:
+                return
+            raise TimeLimitReached(
+                f"stopped in iteration {iteration + 1} of {iterations}, within an epoch, by {self.deadline.describe()}, before its time limit; "
+                f"MMDetection's epoch-based runner resumes at an epoch's start: the next attempt resumes from the last epoch's checkpoint in {self.work_dir}")
+        save()
+        raise TimeLimitReached(
+            f"stopped after iteration {iteration + 1} of {iterations} by {self.deadline.describe()}, before its time limit; "
+            f"checkpoint in {self.work_dir}: the next attempt resumes there")
 
 
 def seconds_per_iteration(record: dict) -> float | None:

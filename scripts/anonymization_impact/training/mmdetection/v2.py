@@ -12,13 +12,14 @@ from pathlib import Path
 
 from ..common import resolve_device
 from ..job import TrainingJob
-from .common import RESNET10_TYPE, STOP_HOOK, check_backbone_weights, finish, images_bgr, iteration_seconds, mmdet2_results, prepare, resnet10_class, weights_meta
+from .common import DEADLINE_HOOK, RESNET10_TYPE, STOP_HOOK, DeadlineWatch, check_backbone_weights, finish, images_bgr, iteration_seconds, mmdet2_results, prepare, resnet10_class, weights_meta
 
 
-def _register(record: dict | None = None) -> None:
+def _register(record: dict | None = None, watch: DeadlineWatch | None = None) -> None:
     """Our modules in MMDetection's registries: the ResNet of depth 10; with ``record``, the stop
-    hook, which writes there the iteration the run started at, the last loss and the iterations' end times."""
-    from mmcv.runner import HOOKS, Hook
+    hook, which writes there the iteration the run started at, the last loss and the iterations'
+    end times, and the deadline hook of ``watch``."""
+    from mmcv.runner import HOOKS, CheckpointHook, Hook
     from mmdet.models.backbones import ResNet
     from mmdet.models.backbones.resnet import BasicBlock
     from mmdet.models.builder import BACKBONES
@@ -35,6 +36,25 @@ def _register(record: dict | None = None) -> None:
             iteration_seconds(record, runner.iter, runner.outputs["log_vars"], runner.work_dir)
 
     HOOKS.register_module(name=STOP_HOOK, module=StopOnNonFiniteLoss, force=True)
+
+    class StopBeforeTheLimit(Hook):  # priority LOWEST (the config): after OptimizerHook and CheckpointHook
+        def before_train_epoch(self, runner):
+            watch.epoch_starts(runner.epoch, runner.max_epochs)
+
+        def after_train_epoch(self, runner):
+            watch.epoch_ended()
+
+        def after_train_iter(self, runner):
+            (checkpoints,) = (hook for hook in runner.hooks if isinstance(hook, CheckpointHook))
+            periodic = checkpoints.every_n_iters(runner, checkpoints.interval)  # saved by it already
+
+            def save():
+                if not periodic:
+                    checkpoints._save_checkpoint(runner)
+
+            watch.iteration_ended(runner.iter, runner.max_iters, checkpoints.by_epoch, save)
+
+    HOOKS.register_module(name=DEADLINE_HOOK, module=StopBeforeTheLimit, force=True)
 
 
 def _register_resuming_runner() -> None:
@@ -70,11 +90,11 @@ def train(job: TrainingJob, progress=None) -> dict:
 
     torch.set_num_threads(job.threads)
     record: dict = {}
-    _register(record)
-    _register_resuming_runner()
     config, categories = prepare(job, resolve_device(job.device))
     cfg = Config(config)
     work_dir = Path(cfg.work_dir)
+    _register(record, DeadlineWatch(job.deadline, work_dir))
+    _register_resuming_runner()
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg.dump(str(work_dir / "config.json"))  # not .py: mmcv 1.7's Python formatting fails with yapf >= 0.40.2 (its `verify`)
     set_random_seed(job.seed, deterministic=False)  # what MMDetection's tools/train.py does with --seed

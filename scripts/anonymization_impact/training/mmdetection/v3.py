@@ -13,17 +13,18 @@ from pathlib import Path
 from ..common import resolve_device
 from ..job import TrainingJob
 from ..predictions import coco_results
-from .common import RESNET10_TYPE, STOP_HOOK, check_backbone_weights, finish, images_bgr, iteration_seconds, mmdet3_config, prepare, resnet10_class, weights_meta
+from .common import DEADLINE_HOOK, RESNET10_TYPE, STOP_HOOK, DeadlineWatch, check_backbone_weights, finish, images_bgr, iteration_seconds, mmdet3_config, prepare, resnet10_class, weights_meta
 
 
-def _register(record: dict | None = None) -> None:
+def _register(record: dict | None = None, watch: DeadlineWatch | None = None) -> None:
     """Our modules in MMDetection's registries: the ResNet of depth 10; with ``record``, the stop
-    hook, which writes there the iteration the run started at, the last loss and the iterations' end times."""
+    hook, which writes there the iteration the run started at, the last loss and the iterations'
+    end times, and the deadline hook of ``watch``."""
     from mmdet.models.backbones import ResNet
     from mmdet.models.backbones.resnet import BasicBlock
     from mmdet.registry import HOOKS, MODELS
     from mmdet.utils import register_all_modules
-    from mmengine.hooks import Hook
+    from mmengine.hooks import CheckpointHook, Hook
 
     register_all_modules()
     MODELS.register_module(name=RESNET10_TYPE, module=resnet10_class(ResNet, BasicBlock), force=True)
@@ -39,6 +40,25 @@ def _register(record: dict | None = None) -> None:
 
     HOOKS.register_module(name=STOP_HOOK, module=StopOnNonFiniteLoss, force=True)
 
+    class StopBeforeTheLimit(Hook):  # priority LOWEST (the config): after CheckpointHook (VERY_LOW)
+        def before_train_epoch(self, runner):
+            watch.epoch_starts(runner.epoch, runner.max_epochs)
+
+        def after_train_epoch(self, runner):
+            watch.epoch_ended()
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            (checkpoints,) = (hook for hook in runner.hooks if isinstance(hook, CheckpointHook))
+            periodic = checkpoints.every_n_train_iters(runner, checkpoints.interval, checkpoints.save_begin)  # saved by it already
+
+            def save():
+                if not periodic:
+                    checkpoints._save_checkpoint(runner)
+
+            watch.iteration_ended(runner.iter, runner.max_iters, checkpoints.by_epoch, save)
+
+    HOOKS.register_module(name=DEADLINE_HOOK, module=StopBeforeTheLimit, force=True)
+
 
 def train(job: TrainingJob, progress=None) -> dict:
     import torch
@@ -47,9 +67,9 @@ def train(job: TrainingJob, progress=None) -> dict:
 
     torch.set_num_threads(job.threads)
     record: dict = {}
-    _register(record)
     config2, categories = prepare(job, resolve_device(job.device))
     config = mmdet3_config(config2)
+    _register(record, DeadlineWatch(job.deadline, config["work_dir"]))
     runner = Runner.from_cfg(Config(config))  # seeds from cfg.randomness, resumes (cfg.resume)
     check_backbone_weights(job.init_weights, runner.model.backbone, job.backbone, job.schedule["backbone_width"])
     started = time.perf_counter()
