@@ -255,7 +255,7 @@ def anonymize_shard(
             continue
         if deadline is not None and made and deadline.reached():
             raise TimeLimitReached(
-                f"stopped after {len(finished) + made} of the images to anonymize in shard {shard} (of {len(images)} images), "
+                f"stopped after {len(finished) + made} anonymized images of shard {shard} ({made} by this job; {len(images)} images in the shard) "
                 f"by {deadline.describe()}, before its time limit; {journal.directory}: the next attempt continues there")
         before = copy.deepcopy(method.statistics) if counted else None
         path = Path(root) / image["file_name"]
