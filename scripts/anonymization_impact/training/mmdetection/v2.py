@@ -45,6 +45,8 @@ def _register(record: dict | None = None, watch: DeadlineWatch | None = None) ->
             watch.epoch_ended()
 
         def after_train_iter(self, runner):
+            if watch.deadline is None:  # no scheduler's limit
+                return
             (checkpoints,) = (hook for hook in runner.hooks if isinstance(hook, CheckpointHook))
             periodic = checkpoints.every_n_iters(runner, checkpoints.interval)  # saved by it already
 

@@ -48,6 +48,8 @@ def _register(record: dict | None = None, watch: DeadlineWatch | None = None) ->
             watch.epoch_ended()
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            if watch.deadline is None:  # no scheduler's limit
+                return
             (checkpoints,) = (hook for hook in runner.hooks if isinstance(hook, CheckpointHook))
             periodic = checkpoints.every_n_train_iters(runner, checkpoints.interval, checkpoints.save_begin)  # saved by it already
 
