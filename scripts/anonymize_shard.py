@@ -10,7 +10,7 @@ from anonymization_impact.keypoints import apply_keypoints
 from anonymization_impact.logs import logged
 from anonymization_impact.methods import build_method
 from anonymization_impact.rule_job import job_of
-from anonymization_impact.shard_journal import ShardJournal, file_digest
+from anonymization_impact.shard_journal import ShardJournal, input_digest
 from anonymization_impact.trees import anonymize_shard, persons_in_shard
 from anonymization_impact.variants import Variant
 from anonymization_impact.walltime import job_deadline
@@ -41,7 +41,7 @@ with logged(snakemake.log[0]) as log:
     # the images go to a work directory an attempt stopped by its time limit leaves to the next
     settings = {name: params[name] for name in ("root", "variant", "shards", "leak_check_images", "hide_pending", "generators")}
     # the raw dataset is read-only, and persons.json changes with it: its files are not hashed
-    inputs_read = {name: file_digest(path) for name, path in inputs.items() if name != "raw"}
+    inputs_read = {name: input_digest(path) for name, path in inputs.items() if name != "raw"}
     journal = ShardJournal(params.work_dir, {"shard": wildcards.shard, "settings": settings, "inputs": inputs_read})
     audit = anonymize_shard(
         root=Path(params.root),

@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .io import read_json, write_bytes_atomic, write_json_atomic
+from .io import file_digest, read_json, write_bytes_atomic, write_json_atomic
 
 JOURNAL = "journal.jsonl"
 DESCRIPTION = "job.json"
@@ -27,17 +27,11 @@ IMAGES = "images"
 log = logging.getLogger("anonymization_impact")
 
 
-def file_digest(path: str | Path) -> str:
+def input_digest(path: str | Path) -> str:
     """What a journal is bound to of an input: a file's sha256, a directory's path (the
     DeepPrivacy2 checkout, named by its commit)."""
     path = Path(path)
-    if path.is_dir():
-        return f"directory {path.resolve()}"
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return f"directory {path.resolve()}" if path.is_dir() else file_digest(path, "sha256")
 
 
 class ShardJournal:
