@@ -52,6 +52,12 @@ def test_else_squeue_says_when_the_job_ends():
     assert deadline.reached(END.timestamp() - 30) and not deadline.reached(END.timestamp() - 31)
 
 
+def test_training_stops_at_the_deadline_but_never_after_its_last_iteration():
+    passed, later = Deadline(0.0, "passed"), Deadline(END.timestamp() + 10**9, "later")
+    assert passed.stops_after(1, 10) and passed.stops_after(9, 10) and not passed.stops_after(10, 10)
+    assert not later.stops_after(1, 10)
+
+
 @pytest.mark.parametrize("printed", ["N/A\n", "Unknown", ""])
 def test_a_job_without_a_known_end_has_no_deadline(printed):
     assert slurm_end_time({"SLURM_JOB_ID": "42"}, squeue(printed)) is None

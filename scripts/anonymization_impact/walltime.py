@@ -59,6 +59,11 @@ class Deadline:
     def reached(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.at
 
+    def stops_after(self, done: int, total: int) -> bool:
+        """Whether training that has done ``done`` of its ``total`` iterations stops now: at
+        the deadline, never after the last iteration (the run is over then)."""
+        return done < total and self.reached()
+
     def describe(self) -> str:
         return f"{datetime.fromtimestamp(self.at).isoformat(timespec='seconds')} ({self.source})"
 

@@ -543,7 +543,7 @@ def _trainer_class(deadline=None):
     class StopBeforeTheLimit(hooks.HookBase):
         def after_step(self):
             trainer, done = self.trainer, self.trainer.iter + 1
-            if done < trainer.max_iter and deadline.reached():
+            if deadline.stops_after(done, trainer.max_iter):
                 # as PeriodicCheckpointer saves: resume_or_load continues at iteration + 1
                 trainer.checkpointer.save(f"model_{trainer.iter:07d}", iteration=trainer.iter)
                 raise TimeLimitReached(

@@ -264,7 +264,7 @@ def train(job: TrainingJob, progress=None) -> dict:
         optimizer.step()
         if iteration % 10 == 0 or iteration + 1 == schedule["iterations"]:
             log.info("iteration %d lr %.5f loss %.4f %s", iteration, learning_rate(iteration, schedule), loss.item(), {k: round(v.item(), 4) for k, v in losses.items()})
-        stop = bool(job.deadline) and iteration + 1 < schedule["iterations"] and job.deadline.reached()
+        stop = job.deadline is not None and job.deadline.stops_after(iteration + 1, schedule["iterations"])
         if stop or ((iteration + 1) % job.checkpoint_every == 0 and iteration + 1 < schedule["iterations"]):
             _checkpoint(job, model, optimizer, iteration + 1)
         if stop:

@@ -638,7 +638,7 @@ class DeadlineWatch:
     def iteration_ended(self, iteration: int, iterations: int, by_epoch: bool, save: Callable[[], None]) -> None:
         """After iteration ``iteration`` (0-based) of ``iterations``: its update done, a periodic
         checkpoint saved; ``save`` writes the checkpoint the runner would write after it."""
-        if self.deadline is None or iteration + 1 >= iterations or not self.deadline.reached():
+        if self.deadline is None or not self.deadline.stops_after(iteration + 1, iterations):
             return
         if by_epoch:
             if self.epoch_seconds is None:
